@@ -1,0 +1,3 @@
+from edgeskin.cli import main
+
+main()
