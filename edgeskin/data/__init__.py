@@ -1,0 +1,1 @@
+"""Data layer: readers for real and synthetic datasets, lesion-grouped splits, decoded-image cache."""

@@ -1,0 +1,143 @@
+"""Honest train/val/test splits: grouped by lesion, stratified by label, seeded, written down.
+
+Several HAM10000 images show the same lesion; a split that puts them on both sides leaks the test
+set into training. Groups here are lesion_ids *joined with byte-identical files* (HAM10000 has two
+duplicate pairs), so neither can cross a split. A reused manifest is checked for both leaks.
+"""
+
+from __future__ import annotations
+
+import csv
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from edgeskin.data.records import Sample
+from edgeskin.errors import EdgeskinError
+from edgeskin.fileio import atomic_path
+
+SPLITS = ("train", "val", "test")
+MANIFEST_FILE = "split.csv"
+PROTOCOL = "grouped by lesion_id and identical bytes, stratified by label"
+
+
+@dataclass(frozen=True)
+class Split:
+    assignment: tuple[str, ...]  # one of SPLITS per sample, in sample order
+
+    def indices(self, name: str) -> np.ndarray:
+        return np.flatnonzero(np.asarray(self.assignment) == name)
+
+    def counts(self, targets: np.ndarray, labels: Sequence[str]) -> dict[str, dict[str, int]]:
+        a = np.asarray(self.assignment)
+        return {s: {lab: int(np.sum((a == s) & (targets == k))) for k, lab in enumerate(labels)} for s in SPLITS}
+
+
+def group_ids(samples: Sequence[Sample], digests: Sequence[str]) -> np.ndarray:
+    """One integer per sample; samples sharing a lesion_id or identical bytes share a group."""
+    parent = list(range(len(samples)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for key_of in (lambda i: samples[i].lesion_id, lambda i: digests[i]):
+        first: dict[str, int] = {}
+        for i in range(len(samples)):
+            j = first.setdefault(key_of(i), i)
+            parent[find(i)] = find(j)
+    return np.array([find(i) for i in range(len(samples))])
+
+
+def _one_fold(y: np.ndarray, groups: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Mask of one held-out fold of ~`fraction`, via scikit-learn's StratifiedGroupKFold."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    n_splits = max(2, int(round(1 / fraction)))
+    if len(np.unique(groups)) < n_splits:
+        raise EdgeskinError(
+            f"only {len(np.unique(groups))} distinct lesions: too few for a {fraction:.0%} held-out split; "
+            "add images or lower --val-fraction/--test-fraction"
+        )
+    with warnings.catch_warnings():  # rare classes with fewer lesions than folds are expected
+        warnings.simplefilter("ignore", UserWarning)
+        sgkf = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+        _, held = next(iter(sgkf.split(np.zeros(len(y)), y, groups)))
+    mask = np.zeros(len(y), dtype=bool)
+    mask[held] = True
+    return mask
+
+
+def make_split(samples: Sequence[Sample], targets: np.ndarray, digests: Sequence[str],
+               seed: int, val_fraction: float, test_fraction: float) -> Split:
+    for name, f in (("--val-fraction", val_fraction), ("--test-fraction", test_fraction)):
+        if not 0 < f < 0.5:
+            raise EdgeskinError(f"{name} {f} is outside (0, 0.5); use e.g. 0.15")
+    groups = group_ids(samples, digests)
+    assignment = np.full(len(samples), "train", dtype=object)
+    test = _one_fold(targets, groups, test_fraction, seed)
+    assignment[test] = "test"
+    rest = np.flatnonzero(~test)
+    val = _one_fold(targets[rest], groups[rest], val_fraction / (1 - test_fraction), seed + 1)
+    assignment[rest[val]] = "val"
+    split = Split(tuple(assignment))
+    check_no_leak(samples, digests, split)
+    return split
+
+
+def check_no_leak(samples: Sequence[Sample], digests: Sequence[str], split: Split) -> None:
+    """Refuse a split where one lesion, or one identical image, appears on two sides."""
+    for key_name, key_of in (("lesion_id", lambda i: samples[i].lesion_id), ("identical bytes", lambda i: digests[i])):
+        seen: dict[str, int] = {}
+        for i, side in enumerate(split.assignment):
+            j = seen.setdefault(key_of(i), i)
+            if split.assignment[j] != side:
+                a, b = samples[j], samples[i]
+                what = f"lesion_id {a.lesion_id!r}" if key_name == "lesion_id" else "identical files"
+                raise EdgeskinError(
+                    f"leaky split: {what} in both {split.assignment[j]} ({a.image_id}) and {side} ({b.image_id}); "
+                    "put every image of a lesion (and byte-identical copies) in one split"
+                )
+
+
+def write_manifest(path: Path, samples: Sequence[Sample], digests: Sequence[str], split: Split,
+                   labels: Sequence[str], targets: np.ndarray) -> Path:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["image_id", "split", "label", "dx", "lesion_id", "sha1", "path"])
+        for s, d, side, t in zip(samples, digests, split.assignment, targets):
+            w.writerow([s.image_id, side, labels[t], s.dx, s.lesion_id, d, str(s.path)])
+    return path
+
+
+def read_manifest(path: str | Path, samples: Sequence[Sample], digests: Sequence[str]) -> tuple[Split, np.ndarray]:
+    """The split a manifest assigns, and which samples it covers (images it omits are left out)."""
+    path = Path(path)
+    if not path.is_file():
+        raise EdgeskinError(f"split manifest {path} does not exist; pass a split.csv written by `edgeskin train`")
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        if not {"image_id", "split"} <= set(reader.fieldnames or []):
+            raise EdgeskinError(f"{path} lacks columns image_id,split; pass a split.csv written by `edgeskin train`")
+        side_of = {}
+        for i, row in enumerate(reader, start=2):
+            if row["split"] not in SPLITS:
+                raise EdgeskinError(f"{path}:{i} has split {row['split']!r}; use one of {list(SPLITS)}")
+            side_of[row["image_id"]] = row["split"]
+    ids = {s.image_id for s in samples}
+    missing = [i for i in side_of if i not in ids]
+    if missing:
+        raise EdgeskinError(
+            f"{path} lists {len(missing)} image(s) not in the data (e.g. {missing[0]!r}); "
+            "pass the --data the manifest was made from"
+        )
+    keep = np.array([s.image_id in side_of for s in samples])
+    kept = [s for s, k in zip(samples, keep) if k]
+    split = Split(tuple(side_of[s.image_id] for s in kept))
+    check_no_leak(kept, [d for d, k in zip(digests, keep) if k], split)
+    return split, keep

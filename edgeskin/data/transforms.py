@@ -1,0 +1,95 @@
+"""Augmentation presets and the dataset that serves the decoded-image cache.
+
+Images arrive already resized to the input size (see images.py), so evaluation needs only
+scaling and normalisation; training adds geometric and colour augmentation on uint8 tensors.
+"""
+
+from __future__ import annotations
+
+import edgeskin._compat  # noqa: F401  (torchvision import on CPU torch)
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torchvision.transforms import v2
+
+from edgeskin.errors import EdgeskinError
+
+
+@dataclass(frozen=True)
+class Augment:
+    flips: bool = True
+    rot90: bool = True  # dermoscopy has no "up"; for non-square inputs only 180° keeps the shape
+    crop_scale: float = 0.6  # random-resized-crop minimum area (1.0 = off)
+    jitter: float = 0.2  # brightness/contrast/saturation strength (0 = off); hue is jitter/4
+
+
+AUGMENTS = {
+    "none": Augment(flips=False, rot90=False, crop_scale=1.0, jitter=0.0),
+    "light": Augment(crop_scale=0.8, jitter=0.1),
+    "standard": Augment(),
+    "strong": Augment(crop_scale=0.4, jitter=0.3),
+}
+
+
+def get_augment(name: str) -> Augment:
+    if name not in AUGMENTS:
+        raise EdgeskinError(f"unknown augment preset {name!r}; choose one of {sorted(AUGMENTS)}")
+    return AUGMENTS[name]
+
+
+class RandomRot90:
+    """Rotate by a random multiple of 90° (180° only when the image is not square)."""
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        square = x.shape[-1] == x.shape[-2]
+        k = int(torch.randint(0, 4, ()).item()) if square else 2 * int(torch.randint(0, 2, ()).item())
+        return torch.rot90(x, k, dims=(-2, -1)) if k else x
+
+
+def train_transform(aug: Augment, size_hw: tuple[int, int]) -> v2.Compose:
+    ops: list = []
+    if aug.crop_scale < 1.0:
+        ratio = size_hw[1] / size_hw[0]
+        ops.append(v2.RandomResizedCrop(size_hw, scale=(aug.crop_scale, 1.0),
+                                        ratio=(ratio * 3 / 4, ratio * 4 / 3), antialias=True))
+    if aug.flips:
+        ops += [v2.RandomHorizontalFlip(), v2.RandomVerticalFlip()]
+    if aug.rot90:
+        ops.append(RandomRot90())
+    if aug.jitter > 0:
+        ops.append(v2.ColorJitter(aug.jitter, aug.jitter, aug.jitter, aug.jitter / 4))
+    return v2.Compose(ops)
+
+
+def normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """uint8 NCHW (or CHW) -> float, scaled to [0, 1] then standardised per channel."""
+    return (x.float() / 255.0 - mean.view(-1, 1, 1)) / std.view(-1, 1, 1)
+
+
+class ArrayDataset(torch.utils.data.Dataset):
+    """Samples from the decoded uint8 NHWC array; returns uint8 CHW tensors (normalised later, in batch)."""
+
+    def __init__(self, pixels: np.ndarray, targets: np.ndarray, transform=None):
+        self.pixels, self.targets, self.transform = pixels, targets, transform
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, i: int):
+        x = torch.from_numpy(self.pixels[i]).permute(2, 0, 1)
+        if self.transform is not None:
+            x = self.transform(x)
+        return x, int(self.targets[i])
+
+
+def channel_stats(pixels: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean/std of uint8 NHWC pixels scaled to [0, 1] (computed on the train split)."""
+    total, sq, n = np.zeros(3), np.zeros(3), 0
+    for start in range(0, len(pixels), 256):  # chunked: a float copy of all of HAM would be GBs
+        x = pixels[start:start + 256].reshape(-1, 3).astype(np.float64) / 255.0
+        total, sq, n = total + x.sum(0), sq + (x * x).sum(0), n + len(x)
+    mean = total / n
+    std = np.sqrt(np.maximum(sq / n - mean * mean, 1e-12))
+    return tuple(round(float(v), 4) for v in mean), tuple(round(float(v), 4) for v in std)
