@@ -1,0 +1,141 @@
+"""Frozen configs built by the CLI, and named training recipes (a registry of tiny builders)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from edgeskin.errors import EdgeskinError
+
+BALANCE_MODES = ("sampler", "loss", "none")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    data: str = "synthetic"
+    task: str = "multiclass"
+    backbone: str = "mobilenetv3_small_100"
+    head: str = "gap_linear"
+    input_size: tuple[int, int] = (128, 128)  # (height, width)
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    warmup_epochs: float = 1.0
+    label_smoothing: float = 0.1
+    balance: str = "sampler"  # weighted sampler, class-weighted loss, or none
+    balance_power: float = 0.5  # class weight = frequency ** -power (0.5: 1/sqrt, 1: inverse)
+    augment: str = "standard"
+    drop_rate: float = 0.2
+    patience: int = 8  # early stopping on validation balanced accuracy
+    seed: int = 0
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
+    split_manifest: str | None = None
+    pretrained: bool = False  # timm hub weights (needs network)
+    weights: str | None = None  # or a local backbone checkpoint, checked by SHA-256
+    weights_sha256: str | None = None
+    max_minutes: float | None = None  # time budget: epochs are re-planned after the first one
+    max_images: int | None = None  # a stratified subset, for quick runs
+    device: str = "auto"
+    workers: int = 0
+    project: str = "runs/train"
+    name: str = "exp"
+    exist_ok: bool = False
+    recipe: str | None = None
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.balance in BALANCE_MODES, f"--balance {self.balance!r}; choose one of {list(BALANCE_MODES)}"),
+            (self.device in DEVICES, f"--device {self.device!r}; choose one of {list(DEVICES)}"),
+            (self.epochs >= 1, f"--epochs {self.epochs}; use 1 or more"),
+            (self.batch_size >= 2, f"--batch-size {self.batch_size}; use 2 or more (BatchNorm needs it)"),
+            (self.lr > 0, f"--lr {self.lr}; use a positive learning rate"),
+            (0 <= self.label_smoothing < 1, f"--label-smoothing {self.label_smoothing}; use a value in [0, 1)"),
+            (0 <= self.drop_rate < 1, f"--drop-rate {self.drop_rate}; use a value in [0, 1)"),
+            (all(16 <= s <= 1024 for s in self.input_size), f"--input-size {self.input_size}; use 16..1024 pixels"),
+            (self.max_images is None or self.max_images >= 20, f"--max-images {self.max_images}; use 20 or more"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise EdgeskinError(f"invalid {message}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def save(self, path: Path) -> None:
+        from edgeskin.fileio import write_json
+
+        write_json(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: Path) -> "TrainConfig":
+        if not path.is_file():
+            raise EdgeskinError(f"{path} not found; --resume needs a run directory written by `edgeskin train`")
+        d = json.loads(path.read_text())
+        d["input_size"] = tuple(d["input_size"])
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    run: str
+    data: str | None = None  # None: the run's own data and split manifest
+    split: str = "test"
+    bootstrap: int = 1000
+    batch_size: int = 128
+    device: str = "auto"
+
+
+# Named recipes: each returns the TrainConfig fields it sets; explicit CLI options override them.
+RECIPES: dict[str, Callable[[], dict[str, Any]]] = {}
+
+
+def register_recipe(fn: Callable[[], dict[str, Any]]) -> Callable[[], dict[str, Any]]:
+    RECIPES[fn.__name__.replace("_", "-")] = fn
+    return fn
+
+
+@register_recipe
+def demo() -> dict[str, Any]:
+    """The README's first command: the embedded synthetic set, small CNN, about two minutes on 2 cores."""
+    return dict(data="synthetic", backbone="edgeskin_cnn_s", input_size=(96, 128), epochs=14,
+                batch_size=32, lr=3e-3, patience=6, name="demo")
+
+
+@register_recipe
+def ham_mobile() -> dict[str, Any]:
+    """HAM10000 7-class, from scratch at 128 px: the edge default (mobilenetv3_small, GAP+linear)."""
+    return dict(backbone="mobilenetv3_small_100", input_size=(128, 128), epochs=30, batch_size=64,
+                lr=2e-3, balance="sampler", balance_power=0.5, label_smoothing=0.1, name="ham-mobile")
+
+
+@register_recipe
+def densenet121_7class() -> dict[str, Any]:
+    """The seeds' DenseNet121 7-class setup: 224 px, class-weighted loss, AdamW + cosine."""
+    return dict(backbone="densenet121", input_size=(224, 224), epochs=30, batch_size=32, lr=1e-3,
+                balance="loss", balance_power=1.0, label_smoothing=0.0, name="densenet121-7class")
+
+
+@register_recipe
+def sresnet_binary() -> dict[str, Any]:
+    """The seeds' S-ResNet binary setup: ResNet-18 + MLP head (512->128), weighted sampler,
+    label smoothing, AdamW + cosine, benign vs malignant."""
+    return dict(task="binary", backbone="resnet18", head="mlp", input_size=(128, 128), epochs=30,
+                batch_size=64, lr=1e-3, balance="sampler", balance_power=1.0, label_smoothing=0.1,
+                drop_rate=0.3, name="sresnet-binary")
+
+
+def recipe_config(recipe: str | None, overrides: dict[str, Any]) -> TrainConfig:
+    """A TrainConfig from a recipe's fields, then the options the user gave explicitly."""
+    fields: dict[str, Any] = {}
+    if recipe is not None:
+        if recipe not in RECIPES:
+            raise EdgeskinError(f"unknown recipe {recipe!r}; choose one of {sorted(RECIPES)}")
+        fields.update(RECIPES[recipe](), recipe=recipe)
+    fields.update({k: v for k, v in overrides.items() if v is not None})
+    return TrainConfig(**fields)

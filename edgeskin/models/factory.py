@@ -1,0 +1,121 @@
+"""Build a SkinClassifier: timm backbone features -> `cam_layer` (identity) -> edgeskin head.
+
+The named identity `cam_layer` marks exactly the tensor the head pools, so CAM and Grad-CAM
+(pytorch-grad-cam target layer) always hook the right activation, whatever the backbone.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+
+import edgeskin._compat  # noqa: F401  (torchvision import on CPU torch)
+
+import timm
+import torch
+from torch import nn
+
+import edgeskin.models.cnn  # noqa: F401  (registers edgeskin_cnn_* with timm)
+from edgeskin.errors import EdgeskinError
+from edgeskin.fileio import sha256_file
+from edgeskin.models.heads import HEADS
+
+CAM_LAYER = "cam_layer"
+
+
+class SkinClassifier(nn.Module):
+    def __init__(self, backbone: nn.Module, head: nn.Module):
+        super().__init__()
+        self.backbone = backbone
+        self.cam_layer = nn.Identity()
+        self.head = head
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.cam_layer(self.backbone.forward_features(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.forward_features(x))
+
+
+def check_backbone(name: str) -> None:
+    if not timm.is_model(name):
+        close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
+        hint = f"did you mean {close}?" if close else "see timm.list_models() for the valid names"
+        raise EdgeskinError(f"unknown backbone {name!r}; {hint}")
+
+
+def check_head(name: str) -> None:
+    if name not in HEADS:
+        raise EdgeskinError(f"unknown head {name!r}; choose one of {sorted(HEADS)}")
+
+
+def _strip_unused(backbone: nn.Module, input_size: tuple[int, int]) -> int:
+    """Replace top-level children that forward_features never calls (timm's own pooling,
+    classifier, MobileNetV3's post-pool conv_head) by Identity; return the feature channels.
+    They would otherwise hold dead parameters in every checkpoint and exported file."""
+    called: set[str] = set()
+    hooks = [m.register_forward_hook(lambda mod, i, o, n=name: called.add(n))
+             for name, m in backbone.named_children()]
+    was_training = backbone.training
+    backbone.eval()
+    with torch.no_grad():
+        feats = backbone.forward_features(torch.zeros(1, 3, *input_size))
+    backbone.train(was_training)
+    for h in hooks:
+        h.remove()
+    for name, child in list(backbone.named_children()):
+        if name not in called and any(True for _ in child.parameters()):
+            setattr(backbone, name, nn.Identity())
+    if feats.ndim != 4:
+        raise EdgeskinError(f"backbone features have shape {tuple(feats.shape)}; edgeskin needs a CNN (N,C,H,W) map")
+    return int(feats.shape[1])
+
+
+def load_weights(backbone: nn.Module, path: str | Path, sha256: str | None) -> None:
+    """Load a local backbone checkpoint after checking its SHA-256 (no hub needed)."""
+    path = Path(path)
+    if not path.is_file():
+        raise EdgeskinError(f"weights file {path} does not exist; pass a local .pth/.safetensors file")
+    if not sha256:
+        raise EdgeskinError(f"--weights {path} needs --weights-sha256 (get it with `sha256sum {path}`)")
+    actual = sha256_file(path)
+    if actual != sha256.lower():
+        raise EdgeskinError(f"{path} has SHA-256 {actual}, not the expected {sha256}; the file is not the one you meant")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    own = backbone.state_dict()
+    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not usable:
+        raise EdgeskinError(f"{path} has no tensor matching backbone {type(backbone).__name__}; wrong architecture?")
+    backbone.load_state_dict(usable, strict=False)
+
+
+def build_model(backbone: str, num_classes: int, head: str = "gap_linear", input_size=(128, 128),
+                drop_rate: float = 0.0, pretrained: bool = False, weights: str | None = None,
+                weights_sha256: str | None = None) -> SkinClassifier:
+    check_backbone(backbone)
+    check_head(head)
+    try:
+        net = timm.create_model(backbone, pretrained=pretrained, num_classes=0)
+    except Exception as exc:  # timm raises many types when the hub is unreachable
+        if not pretrained:
+            raise
+        raise EdgeskinError(
+            f"cannot fetch timm pretrained weights for {backbone!r} ({type(exc).__name__}); "
+            "offline? pass --weights FILE --weights-sha256 HEX instead"
+        ) from None
+    if weights:
+        load_weights(net, weights, weights_sha256)
+    channels = _strip_unused(net, tuple(input_size))
+    return SkinClassifier(net, HEADS[head](channels, num_classes, drop_rate))
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
