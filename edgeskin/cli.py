@@ -1,0 +1,140 @@
+"""The `edgeskin` command. Each command parses, builds a frozen config, and calls one function."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from edgeskin.config import BALANCE_MODES, DEVICES, RECIPES
+from edgeskin.errors import EdgeskinError
+
+TASK_CHOICES = ("multiclass", "binary")
+HEAD_CHOICES = ("gap_linear", "mlp")
+AUGMENT_CHOICES = ("none", "light", "standard", "strong")
+
+
+def parse_size(ctx, param, value: str | None):
+    """'128' -> (128, 128); '96x128' -> (96, 128) as HEIGHTxWIDTH."""
+    if value is None:
+        return None
+    try:
+        parts = [int(p) for p in value.lower().split("x")]
+    except ValueError:
+        parts = []
+    if len(parts) not in (1, 2):
+        raise click.BadParameter(f"{value!r}; use SIZE or HEIGHTxWIDTH, e.g. 128 or 96x128")
+    return (parts[0], parts[-1])
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="edgeskin")
+def cli() -> None:
+    """Train, evaluate and deploy an explainable skin-lesion classifier."""
+
+
+@cli.command()
+@click.option("--recipe", type=click.Choice(sorted(RECIPES)), help="Named setup; explicit options override it.")
+@click.option("--data", help="HAM10000 folder, CSV manifest (path,label,...), image-folder tree, or 'synthetic'.")
+@click.option("--task", type=click.Choice(TASK_CHOICES), help="multiclass: 7 HAM classes; binary: benign/malignant.")
+@click.option("--backbone", help="Any timm model name, or edgeskin_cnn_s / edgeskin_cnn_m.")
+@click.option("--head", type=click.Choice(HEAD_CHOICES))
+@click.option("--input-size", callback=parse_size, help="SIZE or HEIGHTxWIDTH, e.g. 128 or 96x128.")
+@click.option("--epochs", type=int)
+@click.option("--batch-size", type=int)
+@click.option("--lr", type=float)
+@click.option("--weight-decay", type=float)
+@click.option("--label-smoothing", type=float)
+@click.option("--balance", type=click.Choice(BALANCE_MODES), help="Class imbalance: weighted sampler or loss.")
+@click.option("--balance-power", type=float, help="Class weight = frequency^-power.")
+@click.option("--augment", type=click.Choice(AUGMENT_CHOICES))
+@click.option("--drop-rate", type=float)
+@click.option("--patience", type=int, help="Early stopping patience (epochs) on val balanced accuracy.")
+@click.option("--seed", type=int)
+@click.option("--val-fraction", type=float)
+@click.option("--test-fraction", type=float)
+@click.option("--split-manifest", type=click.Path(), help="Reuse a split.csv from an earlier run.")
+@click.option("--pretrained/--no-pretrained", default=None, help="timm hub weights (needs network).")
+@click.option("--weights", type=click.Path(), help="Local backbone weights file (.pth/.safetensors).")
+@click.option("--weights-sha256", help="Expected SHA-256 of --weights.")
+@click.option("--max-minutes", type=float, help="Time budget; epochs are re-planned after the first.")
+@click.option("--max-images", type=int, help="Train on a lesion-grouped stratified subset of this size.")
+@click.option("--device", type=click.Choice(DEVICES))
+@click.option("--workers", type=int)
+@click.option("--project", help="Parent folder of runs (default runs/train).")
+@click.option("--name", help="Run name (default exp; exp2, exp3... when taken).")
+@click.option("--exist-ok", is_flag=True, default=None, help="Overwrite the run NAME if it exists.")
+@click.option("--resume", type=click.Path(), help="Continue a killed run from its last checkpoint.")
+def train(resume, recipe, **options) -> None:
+    """Train a classifier; writes checkpoint, split manifest and model card to a run directory."""
+    from edgeskin.config import TrainConfig, recipe_config
+    from edgeskin.train import train as run_train
+
+    if resume:
+        result = run_train(TrainConfig(), resume=resume)
+    else:
+        result = run_train(recipe_config(recipe, options))
+    click.echo(f"run: {result.run_dir}")
+
+
+@cli.command()
+@click.argument("run", type=click.Path())
+@click.option("--data", help="External dataset (any supported layout); default: the run's own split.")
+@click.option("--split", default="test", show_default=True, type=click.Choice(("train", "val", "test")))
+@click.option("--bootstrap", default=1000, show_default=True, type=int, help="Bootstrap resamples for 95% CIs.")
+@click.option("--device", default="auto", type=click.Choice(DEVICES))
+def evaluate(run, data, split, bootstrap, device) -> None:
+    """Evaluate RUN: balanced accuracy, per-class metrics, AUC, calibration, with bootstrap CIs."""
+    from edgeskin.config import EvalConfig
+    from edgeskin.evaluate import evaluate as run_eval
+
+    result = run_eval(EvalConfig(run=run, data=data, split=split, bootstrap=bootstrap, device=device))
+    click.echo((result.out_dir / "report.md").read_text())
+    click.echo(f"report: {result.out_dir}")
+
+
+@cli.command()
+@click.argument("out", type=click.Path())
+@click.option("--n", "n_images", default=1400, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--size", default="150x200", show_default=True, callback=parse_size, help="HEIGHTxWIDTH")
+def synth(out, n_images, seed, size) -> None:
+    """Write the SYNTHETIC dermoscopy-like dataset (HAM10000 layout, with masks) to OUT."""
+    from edgeskin.data.synthetic import SyntheticSpec, generate
+
+    if n_images < 1:
+        raise EdgeskinError(f"--n {n_images}; use 1 or more images")
+    path = generate(out, SyntheticSpec(n_images=n_images, seed=seed, height=size[0], width=size[1]))
+    click.echo(f"synthetic dataset: {path}")
+
+
+@cli.command()
+@click.option("--project", default="runs", show_default=True)
+@click.option("--epochs", type=int, help="Override the demo recipe's epochs.")
+@click.option("--device", default="auto", type=click.Choice(DEVICES))
+def demo(project, epochs, device) -> None:
+    """The main job on the embedded synthetic dataset: train, then evaluate."""
+    from edgeskin.pipeline import DemoConfig, run_demo
+
+    run_demo(DemoConfig(project=project, epochs=epochs, device=device))
+
+
+@cli.command()
+def recipes() -> None:
+    """List the named training recipes."""
+    for name, fn in sorted(RECIPES.items()):
+        click.echo(f"{name:20s} {(fn.__doc__ or '').strip().splitlines()[0]}")
+
+
+def main() -> None:
+    try:
+        cli.main(standalone_mode=False)
+    except EdgeskinError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)

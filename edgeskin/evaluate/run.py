@@ -1,0 +1,91 @@
+"""Evaluate a run: its own held-out split (from the saved manifest) or any external dataset.
+
+Preprocessing comes from the model card only, so an external set at another resolution (e.g. the
+600x450 official HAM10000 release) is resized exactly as the training images were.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from edgeskin.card import ModelCard
+from edgeskin.config import EvalConfig, TrainConfig
+from edgeskin.data.bundle import load_labelled
+from edgeskin.data.records import get_task
+from edgeskin.data.split import SPLITS, read_manifest
+from edgeskin.errors import EdgeskinError
+from edgeskin.evaluate.metrics import classification_metrics
+from edgeskin.evaluate.report import write_report
+from edgeskin.fileio import sha256_file
+from edgeskin.models import build_model
+from edgeskin.predict import predict_logits, resolve_device, softmax
+from edgeskin.train import checkpoint as ckpt
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    out_dir: Path
+    metrics: dict[str, Any]
+    files: dict[str, Path]
+
+
+def load_run_model(run_dir: Path, card: ModelCard, device: torch.device) -> torch.nn.Module:
+    """The run's best weights, after checking they are the file its card describes."""
+    weights = run_dir / card.weights["file"]
+    if not weights.is_file():
+        raise EdgeskinError(f"{weights} not found; the run has no trained weights (did training finish?)")
+    if sha256_file(weights) != card.weights["sha256"]:
+        raise EdgeskinError(f"{weights} does not match the SHA-256 in its model card; it was changed after training")
+    model = build_model(card.backbone, len(card.labels), card.head, card.preprocessing.input_size)
+    model.load_state_dict(ckpt.load_weights(run_dir))
+    return model.to(device).eval()
+
+
+def _majority_baseline(card: ModelCard, y: np.ndarray) -> dict[str, Any]:
+    train_counts = card.split.counts["train"]
+    majority = card.labels.index(max(train_counts, key=train_counts.get))
+    probs = np.zeros((len(y), len(card.labels)))
+    probs[:, majority] = 1.0
+    m = classification_metrics(y, probs, card.labels, card.positive_label, bootstrap=0)
+    return {"label": card.labels[majority], "balanced_accuracy": m["balanced_accuracy"], "accuracy": m["accuracy"]}
+
+
+def evaluate(cfg: EvalConfig) -> EvalResult:
+    run_dir = Path(cfg.run)
+    card = ModelCard.load(run_dir)
+    task = get_task(card.task)
+    size = card.preprocessing.input_size
+    device = resolve_device(cfg.device)
+    model = load_run_model(run_dir, card, device)
+    if cfg.data is None:
+        if cfg.split not in SPLITS:
+            raise EdgeskinError(f"unknown split {cfg.split!r}; choose one of {list(SPLITS)}")
+        tcfg = TrainConfig.load(run_dir / ckpt.CONFIG)
+        data = load_labelled(tcfg.data, task, size, tcfg.max_images, tcfg.seed, require_all_classes=False)
+        split, keep = read_manifest(run_dir / card.split.manifest, data.samples, data.digests)
+        data = data.subset(keep).subset(split.indices(cfg.split))
+        name, title = cfg.split, f"{cfg.split} split of the run's data"
+    else:
+        data = load_labelled(cfg.data, task, size, require_all_classes=False)
+        name, title = f"external-{Path(cfg.data).name}", f"external data {cfg.data}"
+    if len(data.targets) == 0:
+        raise EdgeskinError(f"no images to evaluate in {name}; check --split or --data")
+    if data.source.synthetic:
+        title += " (SYNTHETIC images)"
+    probs = softmax(predict_logits(model, data.pixels, card.preprocessing.mean, card.preprocessing.std, device,
+                                   cfg.batch_size))
+    metrics = classification_metrics(data.targets, probs, card.labels, card.positive_label, cfg.bootstrap)
+    baseline = _majority_baseline(card, data.targets)
+    out_dir = run_dir / "eval" / name
+    files = write_report(out_dir, metrics, data.targets, probs, card.labels,
+                         f"{card.backbone} ({card.task}) on the {title}", baseline)
+    summary = {k: metrics[k] for k in ("n", "balanced_accuracy", "auc_macro", "ece")}
+    summary.update(positive_sensitivity=metrics["positive"]["sensitivity"], ci95=metrics.get("ci95"),
+                   per_class_recall={k: v["recall"] for k, v in metrics["per_class"].items()})
+    card.replace(metrics={**card.metrics, name: summary}).save(run_dir)
+    return EvalResult(out_dir, metrics, files)

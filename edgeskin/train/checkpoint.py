@@ -1,0 +1,43 @@
+"""Run directories and atomic checkpoints (a kill mid-save never corrupts `last.pt`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from edgeskin.errors import EdgeskinError
+from edgeskin.fileio import atomic_path
+
+LAST = "last.pt"  # full training state, written after every epoch (for --resume)
+BEST = "best.pt"  # model state dict of the best validation epoch (the run's weights)
+CONFIG = "config.json"
+
+
+def new_run_dir(project: str, name: str, exist_ok: bool) -> Path:
+    """runs/train/NAME, or NAME2, NAME3... unless exist_ok (the Ultralytics convention)."""
+    base = Path(project) / name
+    path, i = base, 2
+    while path.exists() and not exist_ok:
+        path, i = base.with_name(f"{name}{i}"), i + 1
+    return path
+
+
+def save(path: Path, obj: Any) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def load_state(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / LAST
+    if not path.is_file():
+        raise EdgeskinError(f"{path} not found; nothing to resume (train at least one epoch first)")
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def load_weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    path = run_dir / BEST
+    if not path.is_file():
+        raise EdgeskinError(f"{path} not found; the run has no trained weights (did training finish?)")
+    return torch.load(path, map_location="cpu", weights_only=True)
