@@ -65,6 +65,25 @@ def class_weights(targets: np.ndarray, n_classes: int, power: float) -> np.ndarr
     return w / (w[counts > 0] * counts[counts > 0]).sum() * counts.sum()  # mean weight per image = 1
 
 
+# Step 0: options that can be checked without touching the data --------------------------------
+
+def check_options(cfg: TrainConfig) -> None:
+    """Fail in a second on a typo, not after decoding ten thousand images."""
+    from edgeskin.data.transforms import get_augment
+    from edgeskin.errors import EdgeskinError
+    from edgeskin.models.factory import check_backbone, check_head
+
+    get_task(cfg.task)
+    get_augment(cfg.augment)
+    check_backbone(cfg.backbone)
+    check_head(cfg.head)
+    for option, value in (("--split-manifest", cfg.split_manifest), ("--weights", cfg.weights)):
+        if value and not Path(value).is_file():
+            raise EdgeskinError(f"{option} {value} does not exist; pass an existing file")
+    if cfg.weights and not cfg.weights_sha256:
+        raise EdgeskinError(f"--weights {cfg.weights} needs --weights-sha256 (get it with `sha256sum {cfg.weights}`)")
+
+
 # Step 1-2: data and split -------------------------------------------------------------------
 
 def prepare_data(cfg: TrainConfig) -> tuple[LabelledImages, Split]:
@@ -129,6 +148,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> TrainResult:
         run_dir = Path(resume)
         cfg = replace(TrainConfig.load(run_dir / ckpt.CONFIG), split_manifest=str(run_dir / MANIFEST_FILE))
         state = ckpt.load_state(run_dir)
+    check_options(cfg)
     device = resolve_device(cfg.device)
     # Steps 1-2: everything that can fail on bad input happens before the run directory exists.
     data, split = prepare_data(cfg)
@@ -182,9 +202,10 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> TrainResult:
         else:
             state["bad_epochs"] += 1
         state["epoch"] = epoch + 1
-        if cfg.max_minutes and epoch == 0 and resume is None:  # re-plan the schedule to the budget
-            fit = int(cfg.max_minutes * 60 // max(state["elapsed"], 1e-6))
-            state["planned_epochs"] = max(1, min(cfg.epochs, fit))
+        if cfg.max_minutes:  # re-plan every epoch, so the budget holds even if epochs slow down
+            per_epoch = state["elapsed"] / state["epoch"]
+            left = int((cfg.max_minutes * 60 - state["elapsed"]) // per_epoch)
+            state["planned_epochs"] = max(state["epoch"], min(cfg.epochs, state["epoch"] + left))
         ckpt.save(run_dir / ckpt.LAST, {**state, "model": model.state_dict(), "optimizer": opt.state_dict(),
                                         "scaler": scaler.state_dict()})
         tqdm.write(f"epoch {epoch + 1}/{state['planned_epochs']}  loss {loss:.4f}  "
@@ -193,6 +214,8 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> TrainResult:
         if state["bad_epochs"] >= cfg.patience:
             stop_reason = f"early stop: no val balanced-accuracy gain for {cfg.patience} epochs"
             break
+    if stop_reason == "epochs done" and state["planned_epochs"] < cfg.epochs:
+        stop_reason = f"time budget of {cfg.max_minutes:g} min reached"
     # Step 6: the model card, describing the best weights.
     card = _write_card(cfg, run_dir, data, split, model, mean, std, state)
     print(f"edgeskin train: done ({stop_reason}); best val balanced accuracy {state['best_score']:.4f} "

@@ -1,0 +1,98 @@
+"""Training: card contents, honest split, determinism, and kill-then-resume equivalence."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from edgeskin.card import ModelCard
+from edgeskin.config import TrainConfig
+from edgeskin.fileio import sha256_file
+from edgeskin.train import train
+
+TINY = dict(backbone="edgeskin_cnn_s", input_size=(32, 48), batch_size=16, lr=3e-3, patience=20, device="cpu")
+
+
+def _cfg(synth_root, tmp_path, **kw):
+    return TrainConfig(data=str(synth_root), project=str(tmp_path), **{**TINY, "epochs": 2, **kw})
+
+
+def test_run_writes_card_checkpoint_and_honest_split(synth_root, tmp_path):
+    result = train(_cfg(synth_root, tmp_path, name="a"))
+    run = result.run_dir
+    card = ModelCard.load(run)
+    assert card.labels == ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc") and card.positive_label == "mel"
+    assert card.preprocessing.input_size == (32, 48) and card.cam_layer == "cam_layer"
+    assert len(card.preprocessing.mean) == 3 and all(0 < s < 1 for s in card.preprocessing.std)
+    assert card.weights["sha256"] == sha256_file(run / "best.pt")
+    assert card.data["synthetic"] is True
+    assert 0 <= card.metrics["val"]["balanced_accuracy"] <= 1
+    rows = [ln.split(",") for ln in (run / "split.csv").read_text().splitlines()[1:]]
+    side_of_lesion = {}
+    for r in rows:  # image_id,split,label,dx,lesion_id,...
+        assert side_of_lesion.setdefault(r[4], r[1]) == r[1]
+    assert sum(sum(c.values()) for c in card.split.counts.values()) == len(rows)
+
+
+def test_same_seed_same_weights_and_split_manifest_reuse(synth_root, tmp_path):
+    a = train(_cfg(synth_root, tmp_path, name="a", epochs=1))
+    b = train(_cfg(synth_root, tmp_path, name="b", epochs=1, split_manifest=str(a.run_dir / "split.csv"),
+                   seed=0))
+    wa, wb = torch.load(a.run_dir / "best.pt"), torch.load(b.run_dir / "best.pt")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert (a.run_dir / "split.csv").read_text() == (b.run_dir / "split.csv").read_text()
+
+
+@pytest.mark.parametrize("overrides", [dict(balance="loss", balance_power=1.0), dict(balance="none", head="mlp"),
+                                       dict(task="binary", augment="strong")])
+def test_training_options_run(synth_root, tmp_path, overrides):
+    result = train(_cfg(synth_root, tmp_path, epochs=1, **overrides))
+    card = ModelCard.load(result.run_dir)
+    assert card.head == overrides.get("head", "gap_linear")
+    assert len(card.labels) == (2 if overrides.get("task") == "binary" else 7)
+
+
+def test_time_budget_replans_epochs(synth_root, tmp_path):
+    result = train(_cfg(synth_root, tmp_path, epochs=50, max_minutes=0.001))
+    assert result.epochs_run == 1
+
+
+def _train_cmd(synth_root, project, name, epochs):
+    return [sys.executable, "-m", "edgeskin", "train", "--data", str(synth_root), "--backbone", "edgeskin_cnn_s",
+            "--input-size", "32x48", "--batch-size", "16", "--epochs", str(epochs), "--patience", "50",
+            "--device", "cpu", "--project", str(project), "--name", name]
+
+
+def test_killed_and_resumed_run_ends_with_identical_weights(synth_root, tmp_path):
+    epochs = 6
+    subprocess.run(_train_cmd(synth_root, tmp_path, "full", epochs), check=True, capture_output=True)
+    proc = subprocess.Popen(_train_cmd(synth_root, tmp_path, "killed", epochs), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    last = tmp_path / "killed" / "last.pt"
+    deadline = time.time() + 300
+    while not last.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.005)
+    os.kill(proc.pid, signal.SIGKILL)  # a real kill, mid-training, no clean-up handlers
+    proc.wait()
+    assert not (tmp_path / "killed" / "model_card.json").exists(), "run finished before it could be killed"
+    done_before_kill = torch.load(last, weights_only=False)["epoch"]
+    assert done_before_kill < epochs
+    subprocess.run([sys.executable, "-m", "edgeskin", "train", "--resume", str(tmp_path / "killed")],
+                   check=True, capture_output=True)
+    full = torch.load(tmp_path / "full" / "last.pt", weights_only=False)
+    resumed = torch.load(last, weights_only=False)
+    assert resumed["epoch"] == full["epoch"] == epochs
+    for key, value in full["model"].items():
+        assert torch.equal(value, resumed["model"][key]), key
+    assert [h["val_balanced_accuracy"] for h in full["history"]] == \
+        [h["val_balanced_accuracy"] for h in resumed["history"]]
+    card = json.loads((tmp_path / "killed" / "model_card.json").read_text())
+    assert card["weights"]["sha256"] == sha256_file(tmp_path / "killed" / "best.pt")
+    assert np.isclose(card["metrics"]["val"]["balanced_accuracy"],
+                      json.loads((tmp_path / "full" / "model_card.json").read_text())["metrics"]["val"]["balanced_accuracy"])
