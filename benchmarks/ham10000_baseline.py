@@ -45,14 +45,26 @@ def main() -> int:
     ap.add_argument("--minutes", type=float, default=25.0, help="training time budget")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(HERE / "results" / "ham10000_baseline"))
+    ap.add_argument("--reuse-run", help="re-evaluate this finished run instead of training (regenerates the report)")
     args = ap.parse_args()
     if not Path(args.data, "HAM10000_metadata.csv").is_file():
         print(f"error: no HAM10000_metadata.csv in {args.data}; pass --data", file=sys.stderr)
         return 2
     t0 = time.time()
-    cfg = recipe_config(args.recipe, dict(data=args.data, max_minutes=args.minutes, seed=args.seed,
-                                          project="runs/benchmarks", name="ham10000-baseline", exist_ok=True))
-    trained = train(cfg)
+    if args.reuse_run:
+        from edgeskin.card import ModelCard
+        from edgeskin.config import TrainConfig
+        from edgeskin.train import TrainResult
+
+        cfg = TrainConfig.load(Path(args.reuse_run) / "config.json")
+        card = ModelCard.load(args.reuse_run)
+        state = torch.load(Path(args.reuse_run) / "last.pt", map_location="cpu", weights_only=False)
+        reason = "early stop" if state["bad_epochs"] >= cfg.patience else "epochs done"
+        trained = TrainResult(Path(args.reuse_run), card, state["best_epoch"], state["epoch"], reason)
+    else:
+        cfg = recipe_config(args.recipe, dict(data=args.data, max_minutes=args.minutes, seed=args.seed,
+                                              project="runs/benchmarks", name="ham10000-baseline", exist_ok=True))
+        trained = train(cfg)
     result = evaluate(EvalConfig(run=str(trained.run_dir), split="test"))
     m = result.metrics
     record = {

@@ -58,7 +58,9 @@ class ModelCard:
     weights: dict[str, str]  # file name and SHA-256 of the state dict file
     recipe: str | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
-    quantization: str | None = None  # None for float weights
+    quantization: dict[str, Any] | None = None  # None for float weights; scheme, method, tool when int8
+    pruning: dict[str, Any] | None = None  # mode, ratio, measured sparsity; None when not pruned
+    macs: int | None = None  # multiply-accumulates per image at input_size
     schema: int = SCHEMA_VERSION
     edgeskin_version: str = __version__
 

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from edgeskin.config import BALANCE_MODES, DEVICES, RECIPES
+from edgeskin.config import BALANCE_MODES, DEVICES, PRUNE_MODES, RECIPES
 from edgeskin.errors import EdgeskinError
 
 TASK_CHOICES = ("multiclass", "binary")
@@ -94,6 +94,29 @@ def evaluate(run, data, split, bootstrap, device) -> None:
 
 
 @cli.command()
+@click.argument("run", type=click.Path())
+@click.option("--int8", is_flag=True, help="NNCF post-training quantization, then quantization-aware training.")
+@click.option("--prune", type=float, help="Fraction to prune: weights (magnitude) or channels (structured).")
+@click.option("--prune-mode", default="magnitude", show_default=True, type=click.Choice(PRUNE_MODES))
+@click.option("--epochs", default=3, show_default=True, type=int, help="Fine-tune / QAT epochs per stage.")
+@click.option("--lr-scale", default=0.05, show_default=True, type=float, help="Fine-tune LR / training LR.")
+@click.option("--calib-images", default=300, show_default=True, type=int, help="Training images for PTQ.")
+@click.option("--device", default="auto", type=click.Choice(DEVICES))
+def compress(run, **options) -> None:
+    """Prune and/or INT8-quantize RUN; writes RUN/compress with a table of every stage."""
+    from edgeskin.config import CompressConfig
+
+    cfg = CompressConfig(run=run, **options)
+    try:
+        from edgeskin.compress.pipeline import compress as run_compress
+    except ImportError as exc:
+        raise EdgeskinError(f"compression needs the compress extra ({exc.name} missing): "
+                            "pip install 'edgeskin[compress]' -c requirements/constraints.txt") from None
+    result = run_compress(cfg)
+    click.echo(f"compressed: {result.out_dir}")
+
+
+@cli.command()
 @click.argument("out", type=click.Path())
 @click.option("--n", "n_images", default=1400, show_default=True, type=int)
 @click.option("--seed", default=0, show_default=True, type=int)
@@ -113,7 +136,7 @@ def synth(out, n_images, seed, size) -> None:
 @click.option("--epochs", type=int, help="Override the demo recipe's epochs.")
 @click.option("--device", default="auto", type=click.Choice(DEVICES))
 def demo(project, epochs, device) -> None:
-    """The main job on the embedded synthetic dataset: train, then evaluate."""
+    """The main job on the embedded synthetic dataset: train, evaluate, compress to INT8."""
     from edgeskin.pipeline import DemoConfig, run_demo
 
     run_demo(DemoConfig(project=project, epochs=epochs, device=device))

@@ -14,7 +14,7 @@ if [ ! -x "$venv/bin/python" ] || [ ! -f "$venv/.complete" ]; then
     "$py" -m venv "$venv"
     "$venv/bin/pip" install -q --upgrade pip setuptools wheel >&2
     # Constraints pin torch to the CPU wheel; an unpinned torch pulls several GB of CUDA.
-    "$venv/bin/pip" install -q -c "$root/requirements/constraints.txt" "$root[dev]" >&2
+    "$venv/bin/pip" install -q -c "$root/requirements/constraints.txt" "$root[compress,dev]" >&2
     "$venv/bin/pip" uninstall -q -y edgeskin >&2
     touch "$venv/.complete"
 fi

@@ -35,7 +35,7 @@ class DataSource:
 
     def describe(self) -> dict:
         return {"format": self.format, "root": str(self.root), "synthetic": self.synthetic,
-                "images": len(self.samples)}
+                "source_images": len(self.samples)}
 
 
 def default_cache_dir() -> Path:

@@ -29,7 +29,7 @@ def markdown(m: dict[str, Any], title: str, baseline: dict[str, Any] | None = No
              f"| expected calibration error | {_fmt(m['ece'])} |",
              f"| accuracy (misleading alone on imbalanced data) | {_fmt(m['accuracy'])} |"]
     if baseline is not None:
-        lines += ["", f"Baseline, always predicting the majority class: balanced accuracy "
+        lines += ["", f"Baseline, always predicting `{baseline['label']}` (the training majority): balanced accuracy "
                       f"{_fmt(baseline['balanced_accuracy'])}, accuracy {_fmt(baseline['accuracy'])}."]
     lines += ["", "| class | support | recall | precision | F1 | AUC |", "|---|---|---|---|---|---|"]
     for lab, c in m["per_class"].items():

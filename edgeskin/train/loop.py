@@ -7,14 +7,11 @@ weights of an uninterrupted one (on the same device and thread count).
 
 from __future__ import annotations
 
-import math
-import random
 import shutil
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -23,13 +20,14 @@ from edgeskin.config import TrainConfig
 from edgeskin.data.bundle import LabelledImages, load_labelled
 from edgeskin.data.records import get_task
 from edgeskin.data.split import MANIFEST_FILE, PROTOCOL, Split, make_split, read_manifest, write_manifest
-from edgeskin.data.transforms import ArrayDataset, channel_stats, get_augment, normalize, train_transform
+from edgeskin.data.transforms import channel_stats
 from edgeskin.evaluate.metrics import quick_metrics
 from edgeskin.fileio import sha256_file
 from edgeskin.models import CAM_LAYER, build_model
 from edgeskin.models.factory import count_params
 from edgeskin.predict import predict_logits, resolve_device, softmax
 from edgeskin.train import checkpoint as ckpt
+from edgeskin.train.engine import epoch_seed, lr_at, make_loader, make_loss, seed_everything, train_epoch
 
 
 @dataclass(frozen=True)
@@ -39,30 +37,6 @@ class TrainResult:
     best_epoch: int
     epochs_run: int
     stop_reason: str
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def _epoch_seed(seed: int, epoch: int) -> int:
-    return seed * 100_003 + epoch
-
-
-def lr_at(step: int, total: int, warmup: int, base_lr: float) -> float:
-    """Linear warm-up then cosine decay to 1% of the base rate."""
-    if step < warmup:
-        return base_lr * (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return base_lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress)))
-
-
-def class_weights(targets: np.ndarray, n_classes: int, power: float) -> np.ndarray:
-    counts = np.bincount(targets, minlength=n_classes).astype(np.float64)
-    w = np.where(counts > 0, np.maximum(counts, 1) ** -power, 0.0)
-    return w / (w[counts > 0] * counts[counts > 0]).sum() * counts.sum()  # mean weight per image = 1
 
 
 # Step 0: options that can be checked without touching the data --------------------------------
@@ -101,46 +75,6 @@ def prepare_data(cfg: TrainConfig) -> tuple[LabelledImages, Split]:
     return data, split
 
 
-# Step 5: one epoch ------------------------------------------------------------------------
-
-def _loader(cfg: TrainConfig, data: LabelledImages, train_idx: np.ndarray, epoch: int):
-    g = torch.Generator().manual_seed(_epoch_seed(cfg.seed, epoch))
-    y = data.targets[train_idx]
-    ds = ArrayDataset(data.pixels[train_idx], y, train_transform(get_augment(cfg.augment), cfg.input_size))
-    if cfg.balance == "sampler":
-        w = class_weights(y, len(data.task.labels), cfg.balance_power)[y]
-        sampler = torch.utils.data.WeightedRandomSampler(torch.as_tensor(w), len(y), replacement=True, generator=g)
-        return torch.utils.data.DataLoader(ds, cfg.batch_size, sampler=sampler, drop_last=True,
-                                           num_workers=cfg.workers, generator=g)
-    return torch.utils.data.DataLoader(ds, cfg.batch_size, shuffle=True, drop_last=True,
-                                       num_workers=cfg.workers, generator=g)
-
-
-def _train_epoch(model, loader, opt, loss_fn, scaler, state, cfg, mean, std, device, epoch) -> float:
-    model.train()
-    steps_per_epoch = len(loader)
-    total = state["planned_epochs"] * steps_per_epoch
-    warmup = int(cfg.warmup_epochs * steps_per_epoch)
-    amp = device.type == "cuda"
-    amp_dtype = torch.bfloat16 if amp and torch.cuda.is_bf16_supported() else torch.float16
-    running, bar = 0.0, tqdm(loader, desc=f"epoch {epoch + 1}/{state['planned_epochs']}", leave=False, disable=None)
-    for i, (x, y) in enumerate(bar):
-        for group in opt.param_groups:
-            group["lr"] = lr_at(epoch * steps_per_epoch + i, total, warmup, cfg.lr)
-        x = normalize(x.to(device, non_blocking=True), mean, std)
-        if amp:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
-            loss = loss_fn(model(x), y.to(device))
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
-        running += loss.item()
-        bar.set_postfix(loss=f"{running / (i + 1):.3f}", lr=f"{opt.param_groups[0]['lr']:.2e}")
-    return running / max(1, steps_per_epoch)
-
-
 # The whole run ------------------------------------------------------------------------------
 
 def train(cfg: TrainConfig, resume: str | Path | None = None) -> TrainResult:
@@ -162,11 +96,8 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> TrainResult:
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda")
-    weight = None
-    if cfg.balance == "loss":
-        weight = torch.tensor(class_weights(data.targets[train_idx], len(data.task.labels), cfg.balance_power),
-                              dtype=torch.float32, device=device)
-    loss_fn = torch.nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing)
+    n_classes = len(data.task.labels)
+    loss_fn = make_loss(cfg, data.targets[train_idx], n_classes, device)
     # Step 4: the run directory, with its config and split manifest.
     if resume is None:
         run_dir = ckpt.new_run_dir(cfg.project, cfg.name, cfg.exist_ok)
@@ -188,9 +119,13 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> TrainResult:
     stop_reason = "epochs done"
     while state["epoch"] < state["planned_epochs"]:
         epoch, t0 = state["epoch"], time.time()
-        seed_everything(_epoch_seed(cfg.seed, epoch))
-        loss = _train_epoch(model, _loader(cfg, data, train_idx, epoch), opt, loss_fn, scaler, state, cfg,
-                            mean_t, std_t, device, epoch)
+        seed_everything(epoch_seed(cfg.seed, epoch))
+        loader = make_loader(cfg, data.pixels[train_idx], data.targets[train_idx], n_classes, epoch)
+        steps, warmup = len(loader), int(cfg.warmup_epochs * len(loader))
+        model.train()
+        loss = train_epoch(model, loader, opt, loss_fn, scaler,
+                           lambda i: lr_at(epoch * steps + i, state["planned_epochs"] * steps, warmup, cfg.lr),
+                           mean_t, std_t, device, f"epoch {epoch + 1}/{state['planned_epochs']}")
         probs = softmax(predict_logits(model, data.pixels[val_idx], mean, std, device))
         val = quick_metrics(data.targets[val_idx], probs)
         state["elapsed"] += time.time() - t0

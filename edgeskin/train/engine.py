@@ -1,0 +1,88 @@
+"""Reusable training pieces: seeding, LR schedule, class weights, the train loader, one epoch.
+
+Shared by `train` and by `compress` (pruning fine-tune and quantization-aware training).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import Callable
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from edgeskin.config import TrainConfig
+from edgeskin.data.transforms import ArrayDataset, get_augment, normalize, train_transform
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    return seed * 100_003 + epoch
+
+
+def lr_at(step: int, total: int, warmup: int, base_lr: float) -> float:
+    """Linear warm-up then cosine decay to 1% of the base rate."""
+    if step < warmup:
+        return base_lr * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return base_lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def class_weights(targets: np.ndarray, n_classes: int, power: float) -> np.ndarray:
+    counts = np.bincount(targets, minlength=n_classes).astype(np.float64)
+    w = np.where(counts > 0, np.maximum(counts, 1) ** -power, 0.0)
+    return w / (w[counts > 0] * counts[counts > 0]).sum() * counts.sum()  # mean weight per image = 1
+
+
+def make_loader(cfg: TrainConfig, pixels: np.ndarray, targets: np.ndarray, n_classes: int, epoch: int):
+    """The epoch's training loader, seeded from (seed, epoch) so a resumed epoch replays exactly."""
+    g = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch))
+    ds = ArrayDataset(pixels, targets, train_transform(get_augment(cfg.augment), cfg.input_size))
+    if cfg.balance == "sampler":
+        w = class_weights(targets, n_classes, cfg.balance_power)[targets]
+        sampler = torch.utils.data.WeightedRandomSampler(torch.as_tensor(w), len(targets), replacement=True,
+                                                         generator=g)
+        return torch.utils.data.DataLoader(ds, cfg.batch_size, sampler=sampler, drop_last=True,
+                                           num_workers=cfg.workers, generator=g)
+    return torch.utils.data.DataLoader(ds, cfg.batch_size, shuffle=True, drop_last=True,
+                                       num_workers=cfg.workers, generator=g)
+
+
+def make_loss(cfg: TrainConfig, targets: np.ndarray, n_classes: int, device: torch.device) -> torch.nn.Module:
+    weight = None
+    if cfg.balance == "loss":
+        weight = torch.tensor(class_weights(targets, n_classes, cfg.balance_power), dtype=torch.float32,
+                              device=device)
+    return torch.nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing)
+
+
+def train_epoch(model, loader, opt, loss_fn, scaler, lr_fn: Callable[[int], float], mean, std, device,
+                desc: str, after_step: Callable[[], None] | None = None) -> float:
+    """One pass over `loader`; the caller has set train/eval modes. Returns the mean loss."""
+    amp = device.type == "cuda"
+    amp_dtype = torch.bfloat16 if amp and torch.cuda.is_bf16_supported() else torch.float16
+    running, bar = 0.0, tqdm(loader, desc=desc, leave=False, disable=None)
+    for i, (x, y) in enumerate(bar):
+        for group in opt.param_groups:
+            group["lr"] = lr_fn(i)
+        x = normalize(x.to(device, non_blocking=True), mean, std)
+        if amp:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
+            loss = loss_fn(model(x), y.to(device))
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        if after_step is not None:
+            after_step()
+        running += loss.item()
+        bar.set_postfix(loss=f"{running / (i + 1):.3f}", lr=f"{opt.param_groups[0]['lr']:.2e}")
+    return running / max(1, len(loader))
