@@ -8,21 +8,22 @@ py=${PYTHON:-python3.11}
 command -v "$py" >/dev/null || py=python3
 key=$(cat "$root/pyproject.toml" "$root/requirements/constraints.txt" | sha256sum | cut -c1-12)
 venv=${EDGESKIN_VENV:-$HOME/.cache/edgeskin/venv-$key}
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+quiet() {  # run a step, showing its output only if it fails
+    if ! "$@" >"$log" 2>&1; then cat "$log" >&2; echo "edgeskin: failed: $*" >&2; exit 1; fi
+}
 if [ ! -x "$venv/bin/python" ] || [ ! -f "$venv/.complete" ]; then
-    echo "edgeskin: building $venv (first run only)" >&2
+    echo "edgeskin: building $venv (first run only, a few minutes)" >&2
     rm -rf "$venv"
-    "$py" -m venv "$venv"
-    "$venv/bin/pip" install -q --upgrade pip setuptools wheel >&2
+    quiet "$py" -m venv "$venv"
+    quiet "$venv/bin/pip" install --upgrade pip setuptools wheel
     # Constraints pin torch to the CPU wheel; an unpinned torch pulls several GB of CUDA.
-    "$venv/bin/pip" install -q -c "$root/requirements/constraints.txt" "$root[compress,dev]" >&2
-    "$venv/bin/pip" uninstall -q -y edgeskin >&2
+    quiet "$venv/bin/pip" install -c "$root/requirements/constraints.txt" "$root[compress,dev]"
+    quiet "$venv/bin/pip" uninstall -y edgeskin
     touch "$venv/.complete"
 fi
 # The code itself is installed editable from this checkout on every call (seconds, no network),
 # so the cached venv always runs the tree it was called from.
-log=$(mktemp)
-if ! "$venv/bin/pip" install -q --no-deps --no-build-isolation -e "$root" >"$log" 2>&1; then
-    cat "$log" >&2; rm -f "$log"; exit 1
-fi
-rm -f "$log"
+quiet "$venv/bin/pip" install --no-deps --no-build-isolation -e "$root"
 echo "$venv"

@@ -1,0 +1,48 @@
+"""Class activation maps without autograd, as a module that can be exported with the model.
+
+For a head on a global-average pool, Grad-CAM's channel weights are the gradient of the logit
+with respect to the pooled features divided by h*w (the gradient is the same at every position).
+Each head supplies that gradient in closed form (`cam_weights`), so
+
+    cam_k = sum_c w_kc * A_c        (A = the `cam_layer` feature map)
+
+equals Grad-CAM's map for class k times h*w, before its ReLU: exact, with no backward pass, so it
+runs inside an exported ONNX/TFLite graph on the device.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class CamModel(nn.Module):
+    """Wraps a SkinClassifier: forward returns (logits N x K, cams N x K x h x w)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        feats = self.model.forward_features(x)
+        logits = self.model.head(feats)
+        cams = torch.einsum("nkc,nchw->nkhw", self.model.head.cam_weights(feats), feats)
+        return logits, cams
+
+
+def cam_to_heatmap(cam: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
+    """One class's raw CAM (h x w) -> [0, 1] heatmap at image size: ReLU, bilinear resize, min-max.
+    The same post-processing pytorch-grad-cam applies to its Grad-CAM maps."""
+    t = torch.from_numpy(np.maximum(cam, 0).astype(np.float32))[None, None]
+    up = F.interpolate(t, size=size_hw, mode="bilinear", align_corners=False)[0, 0].numpy()
+    lo, hi = up.min(), up.max()
+    return (up - lo) / (hi - lo) if hi > lo else np.zeros_like(up)
+
+
+def pearson(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.ravel().astype(np.float64), b.ravel().astype(np.float64)
+    if a.std() == 0 or b.std() == 0:
+        return float(np.array_equal(a, b))
+    return float(np.corrcoef(a, b)[0, 1])
