@@ -89,7 +89,7 @@ def main() -> int:
               f"Recipe `{args.recipe}`, seed {args.seed}; CPU ({record['hardware']['cpu']}, "
               f"{record['hardware']['torch_threads']} threads), budget {args.minutes:g} min: "
               f"{record['epochs_run']} epochs in {record['train_minutes']} min (best epoch {record['best_epoch']}; "
-              f"{record['stop_reason']}).\n\nSplit (images per class, grouped by lesion_id): "
+              f"{record['stop_reason']}).\n\nSplit (images, grouped by lesion_id; per-class counts in the JSON): "
               + "; ".join(f"{s}: {sum(c.values())}" for s, c in record["split_counts"].items())
               + f"\n\nReproduce: `python benchmarks/ham10000_baseline.py --minutes {args.minutes:g}`\n\n")
     write_text(out.with_suffix(".md"), header + report.split("\n", 1)[1])

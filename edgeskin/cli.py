@@ -99,7 +99,9 @@ def evaluate(run, data, split, bootstrap, device) -> None:
 @click.option("--prune", type=float, help="Fraction to prune: weights (magnitude) or channels (structured).")
 @click.option("--prune-mode", default="magnitude", show_default=True, type=click.Choice(PRUNE_MODES))
 @click.option("--epochs", default=3, show_default=True, type=int, help="Fine-tune / QAT epochs per stage.")
-@click.option("--lr-scale", default=0.05, show_default=True, type=float, help="Fine-tune LR / training LR.")
+@click.option("--lr-scale", default=0.05, show_default=True, type=float, help="QAT LR / training LR.")
+@click.option("--prune-lr-scale", default=0.5, show_default=True, type=float,
+              help="Pruning fine-tune LR / training LR.")
 @click.option("--calib-images", default=300, show_default=True, type=int, help="Training images for PTQ.")
 @click.option("--device", default="auto", type=click.Choice(DEVICES))
 def compress(run, **options) -> None:
@@ -114,6 +116,25 @@ def compress(run, **options) -> None:
                             "pip install 'edgeskin[compress]' -c requirements/constraints.txt") from None
     result = run_compress(cfg)
     click.echo(f"compressed: {result.out_dir}")
+
+
+@cli.command()
+@click.argument("run", type=click.Path())
+@click.option("--target", default="onnx", show_default=True, help="Artifact format (onnx).")
+@click.option("--precision", default="fp32", show_default=True, help="fp32, or int8 (needs `compress --int8`).")
+@click.option("--allow-degraded", is_flag=True, help="Exit 0 even if validation fails (the file is marked).")
+@click.option("--cam-images", default=64, show_default=True, type=int, help="Images for the CAM fidelity check.")
+def export(run, **options) -> None:
+    """Export RUN with a CAM output, then validate the file with its real runtime."""
+    from edgeskin.config import ExportConfig
+
+    try:
+        from edgeskin.export import export as run_export
+    except ImportError as exc:
+        raise EdgeskinError(f"export needs the export extra ({exc.name} missing): "
+                            "pip install 'edgeskin[export]' -c requirements/constraints.txt") from None
+    result = run_export(ExportConfig(run=run, **options))
+    click.echo(f"exported: {result.artifact} ({result.status}); card: {result.card_json}")
 
 
 @cli.command()

@@ -101,7 +101,8 @@ class CompressConfig:
     prune: float | None = None  # fraction of weights (magnitude) or channels (structured) to remove
     prune_mode: str = "magnitude"
     epochs: int = 3  # fine-tuning epochs after pruning, and quantization-aware training epochs
-    lr_scale: float = 0.05  # fine-tuning LR as a fraction of the run's training LR
+    lr_scale: float = 0.05  # QAT learning rate as a fraction of the run's training LR
+    prune_lr_scale: float = 0.5  # pruning fine-tune LR: removed channels need real retraining
     calib_images: int = 300  # training images for post-training quantization statistics
     device: str = "auto"
 
@@ -111,12 +112,22 @@ class CompressConfig:
             (self.prune is None or 0 < self.prune < 1, f"--prune {self.prune} is outside (0, 1); use e.g. 0.3"),
             (self.prune_mode in PRUNE_MODES, f"--prune-mode {self.prune_mode!r}; choose one of {list(PRUNE_MODES)}"),
             (self.epochs >= 1, f"--epochs {self.epochs}; use 1 or more"),
+            (self.lr_scale > 0 and self.prune_lr_scale > 0, "--lr-scale/--prune-lr-scale must be positive"),
             (self.calib_images >= 1, f"--calib-images {self.calib_images}; use 1 or more"),
             (self.device in DEVICES, f"--device {self.device!r}; choose one of {list(DEVICES)}"),
         ]
         for ok, message in checks:
             if not ok:
                 raise EdgeskinError(message)
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    run: str
+    target: str = "onnx"
+    precision: str = "fp32"  # int8 exports the run's QAT model (`edgeskin compress RUN --int8`)
+    allow_degraded: bool = False  # keep going (exit 0) when validation fails
+    cam_images: int = 64  # validation images whose CAM is compared with pytorch-grad-cam
 
 
 # Named recipes: each returns the TrainConfig fields it sets; explicit CLI options override them.

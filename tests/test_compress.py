@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import one_line_error, run_cli
-from edgeskin.config import CompressConfig, EvalConfig, TrainConfig
+from edgeskin.config import CompressConfig, TrainConfig
 from edgeskin.data.bundle import load_labelled
 from edgeskin.data.records import get_task
 from edgeskin.data.split import read_manifest
@@ -106,3 +106,12 @@ def test_bad_input_leaves_nothing(tiny_run, tmp_path):
     with pytest.raises(EdgeskinError):
         CompressConfig(run=str(tiny_run), int8=True, epochs=0)
     assert not (tiny_run / ".compress.partial").exists()
+
+
+def test_cli_compress_writes_table_and_cards(tiny_run):
+    out = run_cli("compress", tiny_run, "--int8", "--epochs", "1", "--calib-images", "8", "--device", "cpu",
+                  check=True).stdout
+    assert "| qat_int8 |" in out and f"compressed: {tiny_run / 'compress'}" in out
+    card = json.loads((tiny_run / "compress" / "qat_int8" / "model_card.json").read_text())
+    assert card["quantization"]["method"] == "QAT" and card["macs"] > 0
+    assert card["metrics"]["test"]["n"] > 0

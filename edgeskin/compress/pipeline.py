@@ -83,7 +83,8 @@ def compress(cfg: CompressConfig) -> CompressResult:
         bases = [("", fp32, None, None)]  # (prefix, fp32-like model, tp architecture, pruning info)
         if cfg.prune is not None:  # Step 2
             pr = pruning.prune(cfg.prune_mode, copy.deepcopy(fp32), cfg.prune, example)
-            finetune(pr.model, *args, set_mode=lambda m: m.train(), label="prune fine-tune")
+            prune_args = (*args[:4], tcfg.lr * cfg.prune_lr_scale, *args[5:])
+            finetune(pr.model, *prune_args, set_mode=lambda m: m.train(), label="prune fine-tune")
             model = pr.finalize(pr.model)
             info = {**pr.info, "sparsity": round(pruning.weight_sparsity(model), 4)}
             arch = tp.state_dict(model) if cfg.prune_mode == "structured" else None

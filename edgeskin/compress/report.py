@@ -83,8 +83,8 @@ def write_summary(out: Path, rows: list[dict], card, cfg) -> str:
         "weights MB: parameters at deployed precision (int8 weights + fp32 per-channel scales). "
         "Magnitude pruning leaves zeros in dense tensors: fewer non-zero parameters, same MACs and no "
         "speed-up by itself; structured pruning removes channels (fewer MACs).",
-        f"Fine-tuning: {cfg.epochs} epochs at {cfg.lr_scale:g} × the training LR; PTQ statistics from "
-        f"{cfg.calib_images} training images.",
+        f"Fine-tuning: {cfg.epochs} epochs per stage, at {cfg.prune_lr_scale:g} × the training LR after pruning "
+        f"and {cfg.lr_scale:g} × for QAT; PTQ statistics from {cfg.calib_images} training images.",
     ]
     text = "\n\n".join([title, _table(rows, card.positive_label), *notes]) + "\n"
     write_json(out / f"{SUMMARY}.json", {"run_card_sha256": card.weights["sha256"], "rows": rows,
