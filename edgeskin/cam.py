@@ -7,7 +7,8 @@ Each head supplies that gradient in closed form (`cam_weights`), so
     cam_k = sum_c w_kc * A_c        (A = the `cam_layer` feature map)
 
 equals Grad-CAM's map for class k times h*w, before its ReLU: exact, with no backward pass, so it
-runs inside an exported ONNX/TFLite graph on the device.
+runs inside an exported ONNX/TFLite graph on the device. SkinClassifier.forward computes it when
+`cam_output` is set (`with_cam(model)`).
 """
 
 from __future__ import annotations
@@ -18,18 +19,10 @@ import torch.nn.functional as F
 from torch import nn
 
 
-class CamModel(nn.Module):
-    """Wraps a SkinClassifier: forward returns (logits N x K, cams N x K x h x w)."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        feats = self.model.forward_features(x)
-        logits = self.model.head(feats)
-        cams = torch.einsum("nkc,nchw->nkhw", self.model.head.cam_weights(feats), feats)
-        return logits, cams
+def with_cam(model: nn.Module, on: bool = True) -> nn.Module:
+    """Make a SkinClassifier return (logits, cams) from forward (NNCF keeps the same instance)."""
+    model.cam_output = on
+    return model
 
 
 def cam_to_heatmap(cam: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:

@@ -19,7 +19,7 @@ if [ ! -x "$venv/bin/python" ] || [ ! -f "$venv/.complete" ]; then
     quiet "$py" -m venv "$venv"
     quiet "$venv/bin/pip" install --upgrade pip setuptools wheel
     # Constraints pin torch to the CPU wheel; an unpinned torch pulls several GB of CUDA.
-    quiet "$venv/bin/pip" install -c "$root/requirements/constraints.txt" "$root[compress,dev]"
+    quiet "$venv/bin/pip" install -c "$root/requirements/constraints.txt" "$root[compress,export,dev]"
     quiet "$venv/bin/pip" uninstall -y edgeskin
     touch "$venv/.complete"
 fi

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from edgeskin.cam import CamModel, cam_to_heatmap, pearson
+from edgeskin.cam import cam_to_heatmap, pearson, with_cam
 from edgeskin.models import build_model
 
 SIZE = (48, 64)  # non-square, (height, width)
@@ -27,7 +27,8 @@ def _model(backbone, head):
 def test_cam_equals_autograd_gradcam_times_hw(backbone, head):
     model = _model(backbone, head)
     x = torch.randn(3, 3, *SIZE)
-    logits, cams = CamModel(model)(x)
+    logits, cams = with_cam(model)(x)
+    with_cam(model, False)
     assert torch.allclose(logits, model(x), atol=1e-5)
     feats = model.forward_features(x).detach().requires_grad_(True)
     out = model.head(feats)
@@ -46,7 +47,9 @@ def test_heatmap_matches_pytorch_grad_cam(head):
 
     model = _model("edgeskin_cnn_s", head)
     x = torch.randn(4, 3, *SIZE)
-    _, cams = CamModel(model)(x)
+    with torch.no_grad():
+        _, cams = with_cam(model)(x)
+    with_cam(model, False)  # Grad-CAM needs the plain logits output
     rs = []
     with GradCAM(model=model, target_layers=[model.cam_layer]) as gradcam:
         for k in range(7):

@@ -24,17 +24,29 @@ CAM_LAYER = "cam_layer"
 
 
 class SkinClassifier(nn.Module):
+    """forward -> logits; with `cam_output = True`, forward -> (logits, per-class CAMs N x K x h x w).
+
+    The CAM lives in forward itself (not in a wrapper) so that NNCF's quantizers, which hook the
+    model's forward, stay active when an int8 model is exported with its CAM head.
+    """
+
     def __init__(self, backbone: nn.Module, head: nn.Module):
         super().__init__()
         self.backbone = backbone
         self.cam_layer = nn.Identity()
         self.head = head
+        self.cam_output = False
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.cam_layer(self.backbone.forward_features(x))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.forward_features(x))
+    def forward(self, x: torch.Tensor):
+        feats = self.forward_features(x)
+        logits = self.head(feats)
+        if not self.cam_output:
+            return logits
+        # See edgeskin.cam: closed-form Grad-CAM weights times the pooled feature map.
+        return logits, torch.einsum("nkc,nchw->nkhw", self.head.cam_weights(feats), feats)
 
 
 def check_backbone(name: str) -> None:

@@ -1,0 +1,3 @@
+"""`edgeskin export`: self-describing artifacts with a CAM output, each validated after export."""
+
+from edgeskin.export.pipeline import ExportResult, export  # noqa: F401

@@ -1,0 +1,70 @@
+"""Export to ONNX with the CAM output: run the exported file with ONNX Runtime and compare it with
+torch (logits, top-1, CAM against pytorch-grad-cam), for fp32 and the QAT int8 model."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+from conftest import one_line_error, run_cli
+from edgeskin.config import CompressConfig, ExportConfig, TrainConfig
+from edgeskin.errors import EdgeskinError
+from edgeskin.fileio import sha256_file
+from edgeskin.train import train
+
+pytest.importorskip("onnxruntime", reason="the export extra is not installed")
+from edgeskin.export import export  # noqa: E402
+from edgeskin.export.convert import OnnxRunner  # noqa: E402
+
+
+@pytest.fixture(scope="module", params=["gap_linear", "mlp"])
+def tiny_run(request, synth_root, tmp_path_factory):
+    cfg = TrainConfig(data=str(synth_root), backbone="edgeskin_cnn_s", head=request.param, input_size=(32, 48),
+                      epochs=3, batch_size=16, lr=3e-3, device="cpu",
+                      project=str(tmp_path_factory.mktemp("runs")), name="t")
+    return train(cfg).run_dir
+
+
+def test_fp32_onnx_matches_torch_and_describes_itself(tiny_run):
+    result = export(ExportConfig(run=str(tiny_run), target="onnx", precision="fp32"))
+    assert result.status == "validated", result.failures
+    v = result.validation
+    assert v["top1_agreement"] == 1.0 and v["max_logit_diff"] < 1e-4
+    assert v["cam_pearson_mean"] > 0.99 and v["cam_images"] > 5
+    graph = onnx.load(str(result.artifact)).graph
+    assert [o.name for o in graph.output] == ["logits", "cam"]
+    described = json.loads(result.card_json.read_text())
+    assert described["artifact"]["sha256"] == sha256_file(result.artifact)
+    assert described["model_card"]["labels"][4] == "mel"
+    assert described["artifact"]["inputs"][0]["shape"][2:] == [32, 48]  # non-square input
+    # Run the file itself on a batch: 7 logits and 7 maps per image.
+    logits, cams = OnnxRunner(result.artifact)(np.random.rand(2, 3, 32, 48).astype(np.float32))
+    assert logits.shape == (2, 7) and cams.shape[:2] == (2, 7)
+
+
+def test_int8_onnx_from_qat_has_qdq_and_agrees(tiny_run):
+    from edgeskin.compress.pipeline import compress
+
+    compress(CompressConfig(run=str(tiny_run), int8=True, epochs=1, calib_images=16, device="cpu"))
+    result = export(ExportConfig(run=str(tiny_run), precision="int8", allow_degraded=True))
+    ops = {n.op_type for n in onnx.load(str(result.artifact)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    assert result.validation["top1_agreement"] >= 0.95  # against the QAT torch model it came from
+    assert result.validation["cam_pearson_mean"] > 0.8
+
+
+def test_bad_export_input(tiny_run, tmp_path):
+    with pytest.raises(EdgeskinError, match="choose one of"):
+        export(ExportConfig(run=str(tiny_run), target="tflite-ish"))
+    with pytest.raises(EdgeskinError, match="--precision"):
+        export(ExportConfig(run=str(tiny_run), precision="int4"))
+    assert "model_card.json" in one_line_error(run_cli("export", tmp_path))
+
+
+def test_int8_without_compress_is_refused(synth_root, tmp_path):
+    cfg = TrainConfig(data=str(synth_root), backbone="edgeskin_cnn_s", input_size=(32, 48), epochs=1,
+                      batch_size=16, device="cpu", project=str(tmp_path), name="r")
+    run = train(cfg).run_dir
+    assert "compress" in one_line_error(run_cli("export", run, "--precision", "int8"))
+    assert not list((run / "export").glob("*.onnx")) if (run / "export").exists() else True
