@@ -8,6 +8,7 @@ its explanation map without autograd.
 from __future__ import annotations
 
 import copy
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -33,9 +34,12 @@ def torch2onnx(model: nn.Module, input_size: tuple[int, int], path: Path, quanti
                            example_input=torch.zeros(1, 3, *input_size))
     with_cam(model)
     try:
-        torch.onnx.export(model, (torch.zeros(1, 3, *input_size),), str(path), dynamo=False, opset_version=OPSET,
-                          input_names=[INPUT], output_names=[LOGITS, CAM],
-                          dynamic_axes={INPUT: {0: "batch"}, LOGITS: {0: "batch"}, CAM: {0: "batch"}})
+        with warnings.catch_warnings():
+            # The TorchScript exporter is deprecated but is the one that writes NNCF's QDQ pairs.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.onnx.export(model, (torch.zeros(1, 3, *input_size),), str(path), dynamo=False,
+                              opset_version=OPSET, input_names=[INPUT], output_names=[LOGITS, CAM],
+                              dynamic_axes={INPUT: {0: "batch"}, LOGITS: {0: "batch"}, CAM: {0: "batch"}})
     except Exception as exc:  # the exporter raises many types for unsupported ops
         raise EdgeskinError(f"ONNX export failed ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
     return path
