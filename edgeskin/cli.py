@@ -138,6 +138,24 @@ def export(run, **options) -> None:
 
 
 @cli.command()
+@click.argument("run", type=click.Path())
+@click.argument("inputs", type=click.Path())
+@click.option("--method", default="gradcam", show_default=True,
+              help="gradcam, gradcam++, xgradcam, layercam, scorecam, eigencam, hirescam, or edge (in-graph CAM).")
+@click.option("--target-class", "target", help="Class to explain (default: the predicted one).")
+def explain(run, inputs, method, target) -> None:
+    """Heatmap overlays explaining RUN's decision on an image or a folder of images."""
+    from edgeskin.explain.pipeline import ExplainConfig
+    from edgeskin.explain.pipeline import explain as run_explain
+
+    result = run_explain(ExplainConfig(run=run, inputs=inputs, method=method, target=target))
+    for r in result.rows:
+        click.echo(f"{r['image']}: {r['predicted']} ({r['probability']:.2f}), map for {r['explained']} -> {r['overlay']}")
+    if result.grid:
+        click.echo(f"grid: {result.grid}")
+
+
+@cli.command()
 @click.argument("out", type=click.Path())
 @click.option("--n", "n_images", default=1400, show_default=True, type=int)
 @click.option("--seed", default=0, show_default=True, type=int)

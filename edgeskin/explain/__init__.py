@@ -1,0 +1,1 @@
+"""`edgeskin explain`: Grad-CAM family heatmaps (pytorch-grad-cam) and how well they localise."""
