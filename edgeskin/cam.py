@@ -2,7 +2,7 @@
 
 For a head on a global-average pool, Grad-CAM's channel weights are the gradient of the logit
 with respect to the pooled features divided by h*w (the gradient is the same at every position).
-Each head supplies that gradient in closed form (`cam_weights`), so
+Each head supplies that gradient in closed form and applies it as 1x1 convolutions (`cam`), so
 
     cam_k = sum_c w_kc * A_c        (A = the `cam_layer` feature map)
 

@@ -6,7 +6,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 py=${PYTHON:-python3.11}
 command -v "$py" >/dev/null || py=python3
-key=$(cat "$root/pyproject.toml" "$root/requirements/constraints.txt" | sha256sum | cut -c1-12)
+key=$(cat "$root/pyproject.toml" "$root/requirements/constraints.txt" "$0" | sha256sum | cut -c1-12)
 venv=${EDGESKIN_VENV:-$HOME/.cache/edgeskin/venv-$key}
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
@@ -20,6 +20,8 @@ if [ ! -x "$venv/bin/python" ] || [ ! -f "$venv/.complete" ]; then
     quiet "$venv/bin/pip" install --upgrade pip setuptools wheel
     # Constraints pin torch to the CPU wheel; an unpinned torch pulls several GB of CUDA.
     quiet "$venv/bin/pip" install -c "$root/requirements/constraints.txt" "$root[compress,export,dev]"
+    # onnx2tf pins numpy 1.26 / TF 2.19; it runs fine next to TF 2.21, so it goes in without deps.
+    quiet "$venv/bin/pip" install --no-deps onnx2tf==1.29.24
     quiet "$venv/bin/pip" uninstall -y edgeskin
     touch "$venv/.complete"
 fi

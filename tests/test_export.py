@@ -68,3 +68,25 @@ def test_int8_without_compress_is_refused(synth_root, tmp_path):
     run = train(cfg).run_dir
     assert "compress" in one_line_error(run_cli("export", run, "--precision", "int8"))
     assert not list((run / "export").glob("*.onnx")) if (run / "export").exists() else True
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_tflite_runs_in_litert_and_matches_torch(tiny_run, precision):
+    pytest.importorskip("ai_edge_litert", reason="the export extra is not installed")
+    from edgeskin.export.tflite import LiteRTRunner
+
+    result = export(ExportConfig(run=str(tiny_run), target="tflite", precision=precision))
+    assert result.status == "validated", result.failures
+    assert result.validation["top1_agreement"] >= 0.99 and result.validation["cam_pearson_mean"] > 0.99
+    runner = LiteRTRunner(result.artifact)
+    assert runner.input["shape"].tolist() == [1, 32, 48, 3]  # NHWC, non-square
+    logits, cams = runner(np.random.rand(2, 3, 32, 48).astype(np.float32))
+    assert logits.shape == (2, 7) and cams.shape[:2] == (2, 7)
+    described = json.loads(result.card_json.read_text())
+    assert described["artifact"]["format"] == "tflite" and described["artifact"]["sha256"] == sha256_file(result.artifact)
+
+
+def test_tflite_int8_is_refused_with_the_alternative(tiny_run):
+    with pytest.raises(EdgeskinError, match="--target onnx --precision int8"):
+        export(ExportConfig(run=str(tiny_run), target="tflite", precision="int8"))
+    assert not list((tiny_run / "export").glob("*int8.tflite*"))

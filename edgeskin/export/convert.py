@@ -23,11 +23,11 @@ OPSET = 17
 INPUT, LOGITS, CAM = "image", "logits", "cam"
 
 
-def torch2onnx(model: nn.Module, input_size: tuple[int, int], path: Path, quantized: bool = False) -> Path:
+def torch2onnx(model: nn.Module, input_size: tuple[int, int], path: Path, precision: str = "fp32") -> Path:
     """Export with TorchScript tracing (dynamo=False): the route that turns NNCF's quantizers,
     once stripped to native torch fake-quantize ops, into standard QuantizeLinear/DequantizeLinear."""
     model = copy.deepcopy(model).cpu().eval()
-    if quantized:
+    if precision == "int8":
         import nncf
 
         model = nncf.strip(model, do_copy=False, strip_format=nncf.StripFormat.NATIVE,
@@ -68,7 +68,28 @@ class Target:
     precisions: tuple[str, ...]
 
 
-TARGETS = {"onnx": Target(".onnx", torch2onnx, OnnxRunner, ("fp32", "int8"))}
+def torch2tflite(model: nn.Module, input_size: tuple[int, int], path: Path, precision: str = "fp32") -> Path:
+    """torch -> ONNX -> TFLite (onnx2tf), composed from the two pure conversions."""
+    from edgeskin.export.tflite import onnx2tflite
+
+    onnx_path = path.with_name(path.stem + "_src.onnx")
+    try:
+        torch2onnx(model, input_size, onnx_path)
+        return onnx2tflite(onnx_path, path, precision, input_size)
+    finally:
+        onnx_path.unlink(missing_ok=True)
+
+
+def _litert_runner(path: Path):
+    from edgeskin.export.tflite import LiteRTRunner
+
+    return LiteRTRunner(path)
+
+
+TARGETS = {
+    "onnx": Target(".onnx", torch2onnx, OnnxRunner, ("fp32", "int8")),
+    "tflite": Target(".tflite", torch2tflite, _litert_runner, ("fp32", "fp16")),
+}
 
 
 def get_target(name: str) -> Target:

@@ -22,7 +22,7 @@ from edgeskin.data.records import get_task
 from edgeskin.data.split import read_manifest
 from edgeskin.errors import EdgeskinError
 from edgeskin.evaluate.run import load_run_model
-from edgeskin.export.convert import CAM, INPUT, LOGITS, get_target
+from edgeskin.export.convert import CAM, INPUT, LOGITS, TARGETS, get_target
 from edgeskin.export.validate import validate
 from edgeskin.fileio import atomic_path, sha256_file, write_json
 from edgeskin.train import checkpoint as ckpt
@@ -41,7 +41,7 @@ class ExportResult:
 
 def _source(run: Path, card: ModelCard, precision: str) -> tuple[ModelCard, torch.nn.Module, torch.nn.Module]:
     fp32 = load_run_model(run, card, torch.device("cpu"))
-    if precision == "fp32":
+    if precision != "int8":  # fp32 and fp16 files are made from the float weights
         return card, fp32, fp32
     variant = run / "compress" / "qat_int8"
     if not (variant / "model_card.json").is_file():
@@ -69,8 +69,10 @@ def export(cfg: ExportConfig) -> ExportResult:
     card = ModelCard.load(run)  # Step 1
     target = get_target(cfg.target)
     if cfg.precision not in target.precisions:
+        hint = ("; for int8 use --target onnx --precision int8 (the QAT model as QDQ)"
+                if cfg.precision == "int8" and "int8" in TARGETS["onnx"].precisions else "")
         raise EdgeskinError(f"unknown --precision {cfg.precision!r} for {cfg.target}; choose one of "
-                            f"{list(target.precisions)}")
+                            f"{list(target.precisions)}{hint}")
     src_card, source, fp32 = _source(run, card, cfg.precision)
     tcfg = TrainConfig.load(run / ckpt.CONFIG)
     data = load_labelled(tcfg.data, get_task(card.task), card.preprocessing.input_size, tcfg.max_images,
@@ -82,7 +84,7 @@ def export(cfg: ExportConfig) -> ExportResult:
     name = f"{card.backbone}_{cfg.precision}"
     artifact = out / f"{name}{target.suffix}"
     with atomic_path(artifact) as tmp:  # Steps 2-3 on a temporary file
-        target.convert(source, card.preprocessing.input_size, tmp, quantized=cfg.precision == "int8")
+        target.convert(source, card.preprocessing.input_size, tmp, cfg.precision)
         runner = target.runner(tmp)
         result = validate(runner, source, fp32, val.pixels, val.targets, src_card, cfg.precision, cfg.cam_images)
         feat_hw = runner(torch.zeros(1, 3, *card.preprocessing.input_size).numpy())[1].shape[-2:]

@@ -45,8 +45,7 @@ class SkinClassifier(nn.Module):
         logits = self.head(feats)
         if not self.cam_output:
             return logits
-        # See edgeskin.cam: closed-form Grad-CAM weights times the pooled feature map.
-        return logits, torch.einsum("nkc,nchw->nkhw", self.head.cam_weights(feats), feats)
+        return logits, self.head.cam(feats)  # see edgeskin.cam
 
 
 def check_backbone(name: str) -> None:

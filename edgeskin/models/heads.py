@@ -5,8 +5,8 @@
 `mlp`: pool -> Linear(C, 128) -> ReLU -> Dropout -> Linear(128, classes), the seeds' head
 (C = 512 on ResNet-18). Its CAM weights are the head's Jacobian at the pooled features.
 
-Every head has `cam_weights(features) -> N x K x C`, the gradient of each logit with respect to
-the pooled features; edgeskin.cam turns it into class activation maps without autograd.
+Every head has `cam(features) -> N x K x h x w`: its logit gradient with respect to the pooled
+features applied to the feature map, i.e. Grad-CAM x h*w before ReLU, without autograd (edgeskin.cam).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 HEADS: dict[str, Callable[..., nn.Module]] = {}
@@ -34,9 +35,10 @@ class GapLinearHead(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.drop(torch.flatten(self.pool(x), 1)))
 
-    def cam_weights(self, feats: torch.Tensor) -> torch.Tensor:
-        """d logit_k / d pooled_c for every class: N x K x C (here the classifier weights)."""
-        return self.fc.weight.unsqueeze(0).expand(feats.shape[0], -1, -1)
+    def cam(self, feats: torch.Tensor) -> torch.Tensor:
+        """Per-class maps N x K x h x w: the classifier weights as a 1x1 convolution over the
+        features (sum_c w_kc A_c). Convolutions convert cleanly to NHWC runtimes."""
+        return F.conv2d(feats, self.fc.weight[:, :, None, None])
 
 
 class MlpHead(nn.Module):
@@ -51,11 +53,13 @@ class MlpHead(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.drop(self.act(self.fc1(torch.flatten(self.pool(x), 1)))))
 
-    def cam_weights(self, feats: torch.Tensor) -> torch.Tensor:
-        """The head's exact Jacobian at the pooled features, N x K x C: fc . diag(ReLU'(fc1 p)) . fc1.
-        It depends on the image (which hidden units are active), so it is computed per sample."""
+    def cam(self, feats: torch.Tensor) -> torch.Tensor:
+        """Per-class maps with the head's exact Jacobian at the pooled features p,
+        fc . diag(ReLU'(fc1 p)) . fc1, applied as 1x1 convolutions: fc(g * fc1(A)), g the active
+        hidden units. g depends on the image, so the weights are per sample."""
         active = (self.fc1(torch.flatten(self.pool(feats), 1)) > 0).to(feats.dtype)  # N x H
-        return torch.einsum("kh,nh,hc->nkc", self.fc.weight, active, self.fc1.weight)
+        hidden = F.conv2d(feats, self.fc1.weight[:, :, None, None]) * active[:, :, None, None]
+        return F.conv2d(hidden, self.fc.weight[:, :, None, None])
 
 
 @register_head
