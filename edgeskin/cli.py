@@ -121,9 +121,11 @@ def compress(run, **options) -> None:
 @cli.command()
 @click.argument("run", type=click.Path())
 @click.option("--target", default="onnx", show_default=True, help="Artifact format (onnx).")
-@click.option("--precision", default="fp32", show_default=True, help="fp32, or int8 (needs `compress --int8`).")
+@click.option("--precision", default="fp32", show_default=True,
+              help="fp32, fp16 (tflite), or int8 (from the QAT model of `compress --int8`).")
 @click.option("--allow-degraded", is_flag=True, help="Exit 0 even if validation fails (the file is marked).")
 @click.option("--cam-images", default=64, show_default=True, type=int, help="Images for the CAM fidelity check.")
+@click.option("--calib-images", default=200, show_default=True, type=int, help="Training images calibrating int8 .tflite.")
 def export(run, **options) -> None:
     """Export RUN with a CAM output, then validate the file with its real runtime."""
     from edgeskin.config import ExportConfig

@@ -128,6 +128,7 @@ class ExportConfig:
     precision: str = "fp32"  # int8 exports the run's QAT model (`edgeskin compress RUN --int8`)
     allow_degraded: bool = False  # keep going (exit 0) when validation fails
     cam_images: int = 64  # validation images whose CAM is compared with pytorch-grad-cam
+    calib_images: int = 200  # training images that calibrate int8 .tflite
 
 
 # Named recipes: each returns the TrainConfig fields it sets; explicit CLI options override them.

@@ -86,7 +86,15 @@ def test_tflite_runs_in_litert_and_matches_torch(tiny_run, precision):
     assert described["artifact"]["format"] == "tflite" and described["artifact"]["sha256"] == sha256_file(result.artifact)
 
 
-def test_tflite_int8_is_refused_with_the_alternative(tiny_run):
-    with pytest.raises(EdgeskinError, match="--target onnx --precision int8"):
-        export(ExportConfig(run=str(tiny_run), target="tflite", precision="int8"))
-    assert not list((tiny_run / "export").glob("*int8.tflite*"))
+def test_int8_tflite_is_full_integer_and_agrees_with_qat(tiny_run):
+    from edgeskin.compress.pipeline import compress
+    from edgeskin.export.tflite import LiteRTRunner
+
+    if not (tiny_run / "compress" / "qat_int8").exists():
+        compress(CompressConfig(run=str(tiny_run), int8=True, epochs=1, calib_images=16, device="cpu"))
+    result = export(ExportConfig(run=str(tiny_run), target="tflite", precision="int8", calib_images=64,
+                                 allow_degraded=True))
+    runner = LiteRTRunner(result.artifact)
+    assert runner.input["dtype"] == np.int8 and runner.input["quantization"][0] > 0
+    assert result.validation["top1_agreement"] >= 0.85  # tiny model, 35 validation images
+    assert result.validation["cam_pearson_mean"] > 0.8

@@ -23,7 +23,8 @@ OPSET = 17
 INPUT, LOGITS, CAM = "image", "logits", "cam"
 
 
-def torch2onnx(model: nn.Module, input_size: tuple[int, int], path: Path, precision: str = "fp32") -> Path:
+def torch2onnx(model: nn.Module, input_size: tuple[int, int], path: Path, precision: str = "fp32",
+               calibration=None) -> Path:
     """Export with TorchScript tracing (dynamo=False): the route that turns NNCF's quantizers,
     once stripped to native torch fake-quantize ops, into standard QuantizeLinear/DequantizeLinear."""
     model = copy.deepcopy(model).cpu().eval()
@@ -68,14 +69,17 @@ class Target:
     precisions: tuple[str, ...]
 
 
-def torch2tflite(model: nn.Module, input_size: tuple[int, int], path: Path, precision: str = "fp32") -> Path:
-    """torch -> ONNX -> TFLite (onnx2tf), composed from the two pure conversions."""
+def torch2tflite(model: nn.Module, input_size: tuple[int, int], path: Path, precision: str = "fp32",
+                 calibration=None) -> Path:
+    """torch -> ONNX -> TFLite (onnx2tf), composed from the two pure conversions. For int8 the
+    ONNX carries the QAT model's QDQ pairs; onnx2tf drops them and calibrates on real images, so
+    the QAT-adapted weights are what gets quantized."""
     from edgeskin.export.tflite import onnx2tflite
 
     onnx_path = path.with_name(path.stem + "_src.onnx")
     try:
-        torch2onnx(model, input_size, onnx_path)
-        return onnx2tflite(onnx_path, path, precision, input_size)
+        torch2onnx(model, input_size, onnx_path, precision)
+        return onnx2tflite(onnx_path, path, precision, input_size, calibration)
     finally:
         onnx_path.unlink(missing_ok=True)
 
@@ -88,7 +92,7 @@ def _litert_runner(path: Path):
 
 TARGETS = {
     "onnx": Target(".onnx", torch2onnx, OnnxRunner, ("fp32", "int8")),
-    "tflite": Target(".tflite", torch2tflite, _litert_runner, ("fp32", "fp16")),
+    "tflite": Target(".tflite", torch2tflite, _litert_runner, ("fp32", "fp16", "int8")),
 }
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from edgeskin.card import ModelCard
@@ -22,7 +23,7 @@ from edgeskin.data.records import get_task
 from edgeskin.data.split import read_manifest
 from edgeskin.errors import EdgeskinError
 from edgeskin.evaluate.run import load_run_model
-from edgeskin.export.convert import CAM, INPUT, LOGITS, TARGETS, get_target
+from edgeskin.export.convert import CAM, INPUT, LOGITS, get_target
 from edgeskin.export.validate import validate
 from edgeskin.fileio import atomic_path, sha256_file, write_json
 from edgeskin.train import checkpoint as ckpt
@@ -64,27 +65,36 @@ def _io(card: ModelCard, feat_hw: tuple[int, int]) -> dict:
                                     "min-max normalise for a heatmap"}]}
 
 
+def _calibration(data, split, card: ModelCard, n: int):
+    """n training images (seeded choice) with the card's normalisation, for int8 calibration."""
+    from edgeskin.export.tflite import Calibration
+
+    train = split.indices("train")
+    pick = np.random.default_rng(0).permutation(train)[:n]
+    return Calibration(data.pixels[pick], card.preprocessing.mean, card.preprocessing.std)
+
+
 def export(cfg: ExportConfig) -> ExportResult:
     run = Path(cfg.run)
     card = ModelCard.load(run)  # Step 1
     target = get_target(cfg.target)
     if cfg.precision not in target.precisions:
-        hint = ("; for int8 use --target onnx --precision int8 (the QAT model as QDQ)"
-                if cfg.precision == "int8" and "int8" in TARGETS["onnx"].precisions else "")
         raise EdgeskinError(f"unknown --precision {cfg.precision!r} for {cfg.target}; choose one of "
-                            f"{list(target.precisions)}{hint}")
+                            f"{list(target.precisions)}")
     src_card, source, fp32 = _source(run, card, cfg.precision)
     tcfg = TrainConfig.load(run / ckpt.CONFIG)
     data = load_labelled(tcfg.data, get_task(card.task), card.preprocessing.input_size, tcfg.max_images,
                          tcfg.seed, require_all_classes=False)
     split, keep = read_manifest(run / card.split.manifest, data.samples, data.digests)
-    val = data.subset(keep).subset(split.indices("val"))
+    data = data.subset(keep)
+    val = data.subset(split.indices("val"))
     out = run / OUT_DIR
     out.mkdir(exist_ok=True)
     name = f"{card.backbone}_{cfg.precision}"
     artifact = out / f"{name}{target.suffix}"
     with atomic_path(artifact) as tmp:  # Steps 2-3 on a temporary file
-        target.convert(source, card.preprocessing.input_size, tmp, cfg.precision)
+        target.convert(source, card.preprocessing.input_size, tmp, cfg.precision,
+                       calibration=_calibration(data, split, card, cfg.calib_images))
         runner = target.runner(tmp)
         result = validate(runner, source, fp32, val.pixels, val.targets, src_card, cfg.precision, cfg.cam_images)
         feat_hw = runner(torch.zeros(1, 3, *card.preprocessing.input_size).numpy())[1].shape[-2:]

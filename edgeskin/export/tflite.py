@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,12 +22,26 @@ import numpy as np
 from edgeskin.errors import EdgeskinError
 
 CALIBRATION_SAMPLE = "calibration_image_sample_data_20x128x128x3_float32.npy"
-SUFFIX = {"fp32": "_float32.tflite", "fp16": "_float16.tflite"}
+# int8 is full-integer (int8 input and outputs, their scale/zero-point in the tensors).
+SUFFIX = {"fp32": "_float32.tflite", "fp16": "_float16.tflite", "int8": "_full_integer_quant.tflite"}
 
 
-def onnx2tflite(onnx_path: Path, out_path: Path, precision: str, input_size: tuple[int, int]) -> Path:
+@dataclass(frozen=True)
+class Calibration:
+    """Real images for int8 calibration: uint8 NHWC at the input size, and the card's mean/std
+    (onnx2tf applies (x/255 - mean) / std itself, as training did)."""
+
+    pixels: np.ndarray
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+
+def onnx2tflite(onnx_path: Path, out_path: Path, precision: str, input_size: tuple[int, int],
+                calibration: Calibration | None = None) -> Path:
     if precision not in SUFFIX:
         raise EdgeskinError(f"unknown --precision {precision!r} for tflite; choose one of {sorted(SUFFIX)}")
+    if precision == "int8" and (calibration is None or len(calibration.pixels) == 0):
+        raise EdgeskinError("int8 .tflite needs calibration images from the run's training split; none were given")
     h, w = input_size
     with tempfile.TemporaryDirectory(prefix="onnx2tf-") as work:
         rng = np.random.default_rng(0)  # never read for float export; present so nothing downloads
@@ -34,6 +49,9 @@ def onnx2tflite(onnx_path: Path, out_path: Path, precision: str, input_size: tup
         shutil.copy(onnx_path, Path(work) / "model.onnx")  # onnx2tf names its outputs after the input
         cmd = [sys.executable, "-m", "onnx2tf", "-i", "model.onnx", "-o", "out", "-n",
                "-ois", f"image:1,3,{h},{w}"]
+        if precision == "int8":  # onnx2tf drops QDQ pairs, so int8 is calibrated on real images
+            np.save(Path(work) / "calib.npy", calibration.pixels.astype(np.float32) / 255.0)
+            cmd += ["-oiqt", "-cind", "image", "calib.npy", str(list(calibration.mean)), str(list(calibration.std))]
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
         proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, env=env)
         produced = Path(work) / "out" / f"model{SUFFIX[precision]}"
@@ -57,11 +75,21 @@ class LiteRTRunner:
         self.logits = next(d for d in outputs if len(d["shape"]) == 2)["index"]
         self.cam = next(d for d in outputs if len(d["shape"]) == 4)["index"]
 
+    def _output(self, index: int) -> np.ndarray:
+        detail = next(d for d in self.interpreter.get_output_details() if d["index"] == index)
+        value = self.interpreter.get_tensor(index)[0]
+        scale, zero = detail["quantization"]
+        return (value.astype(np.float32) - zero) * scale if scale else value
+
     def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         logits, cams = [], []
+        scale, zero = self.input["quantization"]
         for image in x.transpose(0, 2, 3, 1):  # NHWC because onnx2tf transposes inputs
-            self.interpreter.set_tensor(self.input["index"], image[None].astype(np.float32))
+            if scale:  # int8 input: quantize with the tensor's own scale and zero-point
+                info = np.iinfo(self.input["dtype"])
+                image = np.clip(np.round(image / scale + zero), info.min, info.max).astype(self.input["dtype"])
+            self.interpreter.set_tensor(self.input["index"], image[None].astype(self.input["dtype"]))
             self.interpreter.invoke()
-            logits.append(self.interpreter.get_tensor(self.logits)[0])
-            cams.append(self.interpreter.get_tensor(self.cam)[0].transpose(2, 0, 1))
+            logits.append(self._output(self.logits))
+            cams.append(self._output(self.cam).transpose(2, 0, 1))
         return np.stack(logits), np.stack(cams)
