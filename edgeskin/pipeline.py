@@ -21,30 +21,39 @@ class DemoResult:
     report: Path
     balanced_accuracy: float
     compress_summary: Path
+    tflite: Path
+    tflite_status: str
 
 
 def run_demo(cfg: DemoConfig) -> DemoResult:
     from edgeskin.compress.pipeline import compress
-    from edgeskin.config import CompressConfig
+    from edgeskin.config import CompressConfig, ExportConfig
     from edgeskin.evaluate import evaluate
+    from edgeskin.export import export
     from edgeskin.train import train
 
-    print("edgeskin demo: 1/3 train on the embedded SYNTHETIC dataset (not patient data)")
+    print("edgeskin demo: 1/4 train on the embedded SYNTHETIC dataset (not patient data)")
     trained = train(recipe_config("demo", dict(project=cfg.project, epochs=cfg.epochs, device=cfg.device,
                                                exist_ok=True)))
-    print("edgeskin demo: 2/3 evaluate on the lesion-grouped test split")
+    print("edgeskin demo: 2/4 evaluate on the lesion-grouped test split")
     ev = evaluate(EvalConfig(run=str(trained.run_dir), split="test", device=cfg.device))
     m = ev.metrics
     print(f"\ntest balanced accuracy {m['balanced_accuracy']:.3f} "
           f"[{m['ci95']['balanced_accuracy'][0]:.3f}-{m['ci95']['balanced_accuracy'][1]:.3f}], "
           f"macro AUC {m['auc_macro']:.3f}, {m['positive']['label']} sensitivity {m['positive']['sensitivity']:.3f} "
           f"(chance: {1 / len(m['per_class']):.3f})")
-    print("edgeskin demo: 3/3 compress: INT8 post-training quantization, then quantization-aware training")
+    print("edgeskin demo: 3/4 compress: INT8 post-training quantization, then quantization-aware training")
     squeezed = compress(CompressConfig(run=str(trained.run_dir), int8=True, epochs=2, calib_images=100,
                                        device=cfg.device))
+    print("edgeskin demo: 4/4 export the QAT model to full-integer int8 .tflite and validate it with LiteRT")
+    exported = export(ExportConfig(run=str(trained.run_dir), target="tflite", precision="int8", allow_degraded=True))
     print(f"results: {trained.run_dir}")
     print(f"  model card  {trained.run_dir / 'model_card.json'}")
     print(f"  checkpoint  {trained.run_dir / trained.card.weights['file']}")
     print(f"  evaluation  {ev.files['markdown']} (+ metrics.json, confusion_matrix.png, roc.png)")
     print(f"  int8 model  {squeezed.variants['qat_int8']} (QAT; table in {squeezed.out_dir / 'summary.md'})")
-    return DemoResult(trained.run_dir, ev.files["markdown"], m["balanced_accuracy"], squeezed.out_dir / "summary.md")
+    v = exported.validation
+    print(f"  int8 tflite {exported.artifact} ({exported.status}: top-1 agreement {v['top1_agreement']:.3f}, "
+          f"CAM r {v['cam_pearson_mean']:.3f}, balanced accuracy {v['balanced_accuracy']:.3f} on val)")
+    return DemoResult(trained.run_dir, ev.files["markdown"], m["balanced_accuracy"], squeezed.out_dir / "summary.md",
+                      exported.artifact, exported.status)

@@ -83,8 +83,9 @@ def test_demo_main_job(tmp_path):
     proc = run_cli("demo", "--project", tmp_path, check=True)
     assert "SYNTHETIC" in proc.stdout
     run = tmp_path / "demo"
-    for f in ("model_card.json", "best.pt", "split.csv", "eval/test/report.md"):
+    for f in ("model_card.json", "best.pt", "split.csv", "eval/test/report.md", "compress/summary.md",
+              "export/edgeskin_cnn_s_int8.tflite", "export/edgeskin_cnn_s_int8.json"):
         assert (run / f).exists(), f
-    assert f"results: {run}" in proc.stdout
+    assert f"results: {run}" in proc.stdout and "int8 tflite" in proc.stdout
     ba = json.loads((run / "eval/test/metrics.json").read_text())["balanced_accuracy"]
     assert ba > 0.5  # clearly better than chance (1/7)
