@@ -18,11 +18,8 @@ import torch
 
 from edgeskin.card import ModelCard
 from edgeskin.compress.pipeline import load_variant
-from edgeskin.config import ExportConfig, TrainConfig
-from edgeskin.data.bundle import load_labelled
-from edgeskin.data.records import get_task
-from edgeskin.data.split import read_manifest
-from edgeskin.evaluate.run import load_run_model
+from edgeskin.config import ExportConfig
+from edgeskin.evaluate.run import load_run_model, run_data
 from edgeskin.export import export
 from edgeskin.export.tflite import LiteRTRunner
 from edgeskin.export.validate import validate
@@ -41,11 +38,8 @@ def main() -> int:
         print(f"error: {run}/compress/qat_int8 missing; run benchmarks/ham10000_compress.py first", file=sys.stderr)
         return 2
     card = ModelCard.load(run)
-    tcfg = TrainConfig.load(run / "config.json")
-    data = load_labelled(tcfg.data, get_task(card.task), card.preprocessing.input_size, tcfg.max_images, tcfg.seed,
-                         require_all_classes=False)
-    split, keep = read_manifest(run / "split.csv", data.samples, data.digests)
-    test = data.subset(keep).subset(split.indices("test"))
+    data, split = run_data(run, card)
+    test = data.subset(split.indices("test"))
     fp32 = load_run_model(run, card, torch.device("cpu"))
     qcard, qat = load_variant(run / "compress" / "qat_int8")
     rows = []

@@ -26,10 +26,8 @@ from edgeskin.compress import quantize as q
 from edgeskin.compress.finetune import finetune
 from edgeskin.compress.report import measure, write_summary
 from edgeskin.config import CompressConfig, TrainConfig
-from edgeskin.data.bundle import load_labelled
-from edgeskin.data.records import get_task
-from edgeskin.data.split import SPLITS, read_manifest
-from edgeskin.evaluate.run import load_run_model
+from edgeskin.data.split import SPLITS
+from edgeskin.evaluate.run import load_run_model, run_data
 from edgeskin.fileio import sha256_file
 from edgeskin.models import build_model
 from edgeskin.predict import resolve_device
@@ -66,10 +64,7 @@ def compress(cfg: CompressConfig) -> CompressResult:
     device = resolve_device(cfg.device)
     fp32 = load_run_model(run, card, device)
     pre = card.preprocessing
-    data = load_labelled(tcfg.data, get_task(card.task), pre.input_size, tcfg.max_images, tcfg.seed,
-                         require_all_classes=False)
-    split, keep = read_manifest(run / card.split.manifest, data.samples, data.digests)
-    data = data.subset(keep)
+    data, split = run_data(run, card)
     idx = {s: split.indices(s) for s in SPLITS}
     example = torch.zeros(1, 3, *pre.input_size, device=device)
     lr = tcfg.lr * cfg.lr_scale

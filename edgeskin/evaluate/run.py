@@ -15,9 +15,9 @@ import torch
 
 from edgeskin.card import ModelCard
 from edgeskin.config import EvalConfig, TrainConfig
-from edgeskin.data.bundle import load_labelled
+from edgeskin.data.bundle import LabelledImages, load_labelled
 from edgeskin.data.records import get_task
-from edgeskin.data.split import SPLITS, read_manifest
+from edgeskin.data.split import SPLITS, Split, read_manifest
 from edgeskin.errors import EdgeskinError
 from edgeskin.evaluate.metrics import classification_metrics
 from edgeskin.evaluate.report import write_report
@@ -46,6 +46,15 @@ def load_run_model(run_dir: Path, card: ModelCard, device: torch.device) -> torc
     return model.to(device).eval()
 
 
+def run_data(run_dir: Path, card: ModelCard) -> tuple[LabelledImages, Split]:
+    """The run's own images at its input size, restricted and split as its manifest says."""
+    tcfg = TrainConfig.load(run_dir / ckpt.CONFIG)
+    data = load_labelled(tcfg.data, get_task(card.task), card.preprocessing.input_size, tcfg.max_images,
+                         tcfg.seed, require_all_classes=False)
+    split, keep = read_manifest(run_dir / card.split.manifest, data.samples, data.digests)
+    return data.subset(keep), split
+
+
 def _majority_baseline(card: ModelCard, y: np.ndarray) -> dict[str, Any]:
     train_counts = card.split.counts["train"]
     majority = card.labels.index(max(train_counts, key=train_counts.get))
@@ -65,10 +74,8 @@ def evaluate(cfg: EvalConfig) -> EvalResult:
     if cfg.data is None:
         if cfg.split not in SPLITS:
             raise EdgeskinError(f"unknown split {cfg.split!r}; choose one of {list(SPLITS)}")
-        tcfg = TrainConfig.load(run_dir / ckpt.CONFIG)
-        data = load_labelled(tcfg.data, task, size, tcfg.max_images, tcfg.seed, require_all_classes=False)
-        split, keep = read_manifest(run_dir / card.split.manifest, data.samples, data.digests)
-        data = data.subset(keep).subset(split.indices(cfg.split))
+        data, split = run_data(run_dir, card)
+        data = data.subset(split.indices(cfg.split))
         name, title = cfg.split, f"{cfg.split} split of the run's data"
     else:
         data = load_labelled(cfg.data, task, size, require_all_classes=False)

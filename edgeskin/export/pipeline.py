@@ -17,16 +17,12 @@ import numpy as np
 import torch
 
 from edgeskin.card import ModelCard
-from edgeskin.config import ExportConfig, TrainConfig
-from edgeskin.data.bundle import load_labelled
-from edgeskin.data.records import get_task
-from edgeskin.data.split import read_manifest
+from edgeskin.config import ExportConfig
 from edgeskin.errors import EdgeskinError
-from edgeskin.evaluate.run import load_run_model
+from edgeskin.evaluate.run import load_run_model, run_data
 from edgeskin.export.convert import CAM, INPUT, LOGITS, get_target
 from edgeskin.export.validate import validate
 from edgeskin.fileio import atomic_path, sha256_file, write_json
-from edgeskin.train import checkpoint as ckpt
 
 OUT_DIR = "export"
 
@@ -82,11 +78,7 @@ def export(cfg: ExportConfig) -> ExportResult:
         raise EdgeskinError(f"unknown --precision {cfg.precision!r} for {cfg.target}; choose one of "
                             f"{list(target.precisions)}")
     src_card, source, fp32 = _source(run, card, cfg.precision)
-    tcfg = TrainConfig.load(run / ckpt.CONFIG)
-    data = load_labelled(tcfg.data, get_task(card.task), card.preprocessing.input_size, tcfg.max_images,
-                         tcfg.seed, require_all_classes=False)
-    split, keep = read_manifest(run / card.split.manifest, data.samples, data.digests)
-    data = data.subset(keep)
+    data, split = run_data(run, card)
     val = data.subset(split.indices("val"))
     out = run / OUT_DIR
     out.mkdir(exist_ok=True)

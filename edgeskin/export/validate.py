@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from edgeskin.cam import cam_to_heatmap, pearson
+from edgeskin.data.transforms import normalize
 from edgeskin.evaluate.metrics import balanced_accuracy
 from edgeskin.predict import predict_logits
 
@@ -37,8 +38,8 @@ class Validation:
 
 
 def _normalised(pixels: np.ndarray, mean, std) -> np.ndarray:
-    x = pixels.astype(np.float32).transpose(0, 3, 1, 2) / 255.0
-    return (x - np.array(mean, np.float32)[:, None, None]) / np.array(std, np.float32)[:, None, None]
+    """uint8 NHWC -> the float NCHW input the card describes (the training normalisation)."""
+    return normalize(torch.from_numpy(pixels).permute(0, 3, 1, 2), torch.tensor(mean), torch.tensor(std)).numpy()
 
 
 def run_artifact(runner, pixels: np.ndarray, mean, std, batch: int = 64) -> tuple[np.ndarray, np.ndarray]:
