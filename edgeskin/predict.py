@@ -6,14 +6,13 @@ import numpy as np
 import torch
 
 from edgeskin.data.transforms import normalize
+from edgeskin.errors import EdgeskinError
 
 
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        from edgeskin.errors import EdgeskinError
-
         raise EdgeskinError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu or auto")
     return torch.device(name)
 

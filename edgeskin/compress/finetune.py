@@ -4,22 +4,38 @@ keeping the weights of the best validation balanced accuracy."""
 from __future__ import annotations
 
 import copy
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Callable
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from edgeskin.config import TrainConfig
+from edgeskin.data.bundle import LabelledImages
 from edgeskin.evaluate.metrics import quick_metrics
 from edgeskin.predict import predict_logits, softmax
 from edgeskin.train.engine import epoch_seed, lr_at, make_loader, make_loss, seed_everything, train_epoch
 
 
-def finetune(model, data, idx: dict, tcfg: TrainConfig, epochs: int, lr: float, mean, std, device,
-             set_mode: Callable[[torch.nn.Module], None], label: str,
+@dataclass(frozen=True)
+class FineTuneSetup:
+    """What every fine-tuning stage shares: the run's data, split and preprocessing."""
+
+    data: LabelledImages
+    idx: dict[str, np.ndarray]  # split name -> sample indices
+    tcfg: TrainConfig  # the run's training config (augmentation, balancing, loss)
+    epochs: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    device: torch.device
+
+
+def finetune(model, setup: FineTuneSetup, lr: float, set_mode: Callable[[torch.nn.Module], None], label: str,
              after_step: Callable[[], None] | None = None) -> dict:
     """Fine-tune in place; returns the best epoch's validation metrics."""
+    data, idx, tcfg, epochs, mean, std, device = (setup.data, setup.idx, setup.tcfg, setup.epochs, setup.mean,
+                                                  setup.std, setup.device)
     n_classes = len(data.task.labels)
     train_x, train_y = data.pixels[idx["train"]], data.targets[idx["train"]]
     cfg = replace(tcfg, seed=tcfg.seed + 1)  # a fresh augmentation/sampling stream for fine-tuning

@@ -23,7 +23,7 @@ import torch
 from edgeskin.card import ModelCard
 from edgeskin.compress import prune as pruning
 from edgeskin.compress import quantize as q
-from edgeskin.compress.finetune import finetune
+from edgeskin.compress.finetune import FineTuneSetup, finetune
 from edgeskin.compress.report import measure, write_summary
 from edgeskin.config import CompressConfig, TrainConfig
 from edgeskin.data.split import SPLITS
@@ -67,8 +67,7 @@ def compress(cfg: CompressConfig) -> CompressResult:
     data, split = run_data(run, card)
     idx = {s: split.indices(s) for s in SPLITS}
     example = torch.zeros(1, 3, *pre.input_size, device=device)
-    lr = tcfg.lr * cfg.lr_scale
-    args = (data, idx, tcfg, cfg.epochs, lr, pre.mean, pre.std, device)
+    setup = FineTuneSetup(data, idx, tcfg, cfg.epochs, pre.mean, pre.std, device)
 
     tmp = run / f".{OUT_DIR}.partial"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -78,8 +77,8 @@ def compress(cfg: CompressConfig) -> CompressResult:
         bases = [("", fp32, None, None)]  # (prefix, fp32-like model, tp architecture, pruning info)
         if cfg.prune is not None:  # Step 2
             pr = pruning.prune(cfg.prune_mode, copy.deepcopy(fp32), cfg.prune, example)
-            prune_args = (*args[:4], tcfg.lr * cfg.prune_lr_scale, *args[5:])
-            finetune(pr.model, *prune_args, set_mode=lambda m: m.train(), label="prune fine-tune")
+            finetune(pr.model, setup, tcfg.lr * cfg.prune_lr_scale, set_mode=lambda m: m.train(),
+                     label="prune fine-tune")
             model = pr.finalize(pr.model)
             info = {**pr.info, "sparsity": round(pruning.weight_sparsity(model), 4)}
             arch = tp.state_dict(model) if cfg.prune_mode == "structured" else None
@@ -88,7 +87,7 @@ def compress(cfg: CompressConfig) -> CompressResult:
             bases.append(("pruned_", model, arch, info))
         if cfg.int8:  # Steps 3-5: every base (fp32, and the pruned model when asked) gets PTQ then QAT
             for prefix, base, arch, info in bases:
-                rows += _int8_stages(prefix, base, arch, info, cfg, args, card, device, tmp, variants)
+                rows += _int8_stages(prefix, base, arch, info, cfg, setup, card, tmp, variants)
         summary = write_summary(tmp, rows, card, cfg)  # Step 6
         final = run / OUT_DIR
         shutil.rmtree(final, ignore_errors=True)
@@ -100,10 +99,11 @@ def compress(cfg: CompressConfig) -> CompressResult:
     return CompressResult(final, rows, {k: final / v.name for k, v in variants.items()})
 
 
-def _int8_stages(prefix, base, arch, pruning_info, cfg, args, card, device, out, variants) -> list[dict]:
+def _int8_stages(prefix, base, arch, pruning_info, cfg, setup: FineTuneSetup, card, out, variants) -> list[dict]:
     """PTQ then QAT of `base` (fp32 or pruned); returns their two rows."""
-    data, idx, tcfg, _, _, mean, std, _ = args
-    batches = q.calibration_batches(data.pixels[idx["train"]], mean, std, cfg.calib_images, tcfg.seed)
+    data, idx, device = setup.data, setup.idx, setup.device
+    batches = q.calibration_batches(data.pixels[idx["train"]], setup.mean, setup.std, cfg.calib_images,
+                                    setup.tcfg.seed)
     rows = []
     model = q.ptq(copy.deepcopy(base), [b.to(device) for b in batches])
     magnitude = pruning_info is not None and pruning_info["mode"] == "magnitude"
@@ -119,7 +119,8 @@ def _int8_stages(prefix, base, arch, pruning_info, cfg, args, card, device, out,
             for weight, mask in masks:
                 weight.mul_(mask)
 
-    best = finetune(model, *args, set_mode=q.qat_mode, label=f"{prefix}QAT", after_step=keep_zeros)
+    best = finetune(model, setup, setup.tcfg.lr * cfg.lr_scale, set_mode=q.qat_mode, label=f"{prefix}QAT",
+                    after_step=keep_zeros)
     quant = {**quant, "method": "QAT", "qat_epochs": cfg.epochs, "qat_best_epoch": best["epoch"]}
     rows.append(measure(f"{prefix}qat_int8", model, base, data, idx, card, device, int8=True,
                         pruning=pruning_info))

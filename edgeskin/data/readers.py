@@ -58,7 +58,7 @@ def read_dataset(data: str | os.PathLike) -> DataSource:
         header = _csv_header(path)
         if set(HAM_COLUMNS) <= set(header):
             return _check_unique_ids(_read_ham(path, path.parent))
-        return _check_unique_ids(_read_manifest(path, header))
+        return _check_unique_ids(_read_manifest(path))
     metadata = sorted(p for p in path.glob("*metadata.csv") if p.is_file())
     source = _read_ham(metadata[0], path) if metadata else _read_folder(path)
     return _check_unique_ids(source)
@@ -140,7 +140,7 @@ def _read_ham(csv_path: Path, root: Path) -> DataSource:
     return DataSource(tuple(samples), "ham10000", root.resolve(), synth)
 
 
-def _read_manifest(csv_path: Path, header: list[str]) -> DataSource:
+def _read_manifest(csv_path: Path) -> DataSource:
     rows = _rows(csv_path, MANIFEST_COLUMNS)
     base = csv_path.parent
     samples = []

@@ -21,6 +21,7 @@ from edgeskin.data.bundle import LabelledImages, load_labelled
 from edgeskin.data.records import get_task
 from edgeskin.data.split import MANIFEST_FILE, PROTOCOL, Split, make_split, read_manifest, write_manifest
 from edgeskin.data.transforms import channel_stats
+from edgeskin.errors import EdgeskinError
 from edgeskin.evaluate.metrics import quick_metrics
 from edgeskin.fileio import sha256_file
 from edgeskin.models import CAM_LAYER, build_model
@@ -44,7 +45,6 @@ class TrainResult:
 def check_options(cfg: TrainConfig) -> None:
     """Fail in a second on a typo, not after decoding ten thousand images."""
     from edgeskin.data.transforms import get_augment
-    from edgeskin.errors import EdgeskinError
     from edgeskin.models.factory import check_backbone, check_head
 
     get_task(cfg.task)
@@ -69,8 +69,6 @@ def prepare_data(cfg: TrainConfig) -> tuple[LabelledImages, Split]:
     else:
         split = make_split(data.samples, data.targets, data.digests, cfg.seed, cfg.val_fraction, cfg.test_fraction)
     if len(split.indices("train")) == 0 or len(split.indices("val")) == 0:
-        from edgeskin.errors import EdgeskinError
-
         raise EdgeskinError("the split has an empty train or val side; add images or check --split-manifest")
     return data, split
 
