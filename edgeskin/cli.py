@@ -67,11 +67,16 @@ def cli() -> None:
 @click.option("--resume", type=click.Path(), help="Continue a killed run from its last checkpoint.")
 def train(resume, recipe, **options) -> None:
     """Train a classifier; writes checkpoint, split manifest and model card to a run directory."""
-    from edgeskin.config import TrainConfig, recipe_config
+    from edgeskin.config import recipe_config
     from edgeskin.train import train as run_train
 
     if resume:
-        result = run_train(TrainConfig(), resume=resume)
+        given = sorted(f"--{k.replace('_', '-')}" for k, v in options.items() if v is not None)
+        if given or recipe:
+            given = given + (["--recipe"] if recipe else [])
+            raise EdgeskinError(f"--resume continues {resume} with its saved config; drop {' '.join(given)} "
+                                "(or start a new run without --resume)")
+        result = run_train(resume=resume)
     else:
         result = run_train(recipe_config(recipe, options))
     click.echo(f"run: {result.run_dir}")

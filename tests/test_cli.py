@@ -67,6 +67,11 @@ def test_unknown_choice_lists_valid_values(tmp_path):
     assert "sampler" in proc.stderr and "loss" in proc.stderr
 
 
+def test_resume_refuses_options_it_would_ignore(tmp_path):
+    proc = run_cli("train", "--resume", tmp_path / "run", "--epochs", "50", "--lr", "0.1")
+    assert "drop --epochs --lr" in one_line_error(proc)
+
+
 def test_evaluate_without_card_names_the_fix(tmp_path):
     assert "model_card.json" in one_line_error(run_cli("evaluate", tmp_path))
 

@@ -75,7 +75,10 @@ def prepare_data(cfg: TrainConfig) -> tuple[LabelledImages, Split]:
 
 # The whole run ------------------------------------------------------------------------------
 
-def train(cfg: TrainConfig, resume: str | Path | None = None) -> TrainResult:
+def train(cfg: TrainConfig | None = None, resume: str | Path | None = None) -> TrainResult:
+    """Train from `cfg`, or continue the run folder `resume` with the config saved in it."""
+    if (cfg is None) == (resume is None):
+        raise EdgeskinError("pass either a training config or a run folder to resume, not both")
     if resume is not None:
         run_dir = Path(resume)
         cfg = replace(TrainConfig.load(run_dir / ckpt.CONFIG), split_manifest=str(run_dir / MANIFEST_FILE))
