@@ -94,3 +94,23 @@ def test_demo_main_job(tmp_path):
     assert f"results: {run}" in proc.stdout and "int8 tflite" in proc.stdout
     ba = json.loads((run / "eval/test/metrics.json").read_text())["balanced_accuracy"]
     assert ba > 0.5  # clearly better than chance (1/7)
+
+
+def test_synth_command_writes_a_readable_dataset(tmp_path):
+    out = run_cli("synth", tmp_path / "s", "--n", "12", "--size", "60x80", check=True).stdout
+    assert "synthetic dataset:" in out
+    images = sorted((tmp_path / "s" / "images").iterdir())
+    assert len(images) == 12 and Image.open(images[0]).size == (80, 60)
+    assert "--n 0" in one_line_error(run_cli("synth", tmp_path / "t", "--n", "0"))
+
+
+def test_cuda_request_without_gpu_is_a_clear_error():
+    import torch
+
+    from edgeskin.errors import EdgeskinError
+    from edgeskin.predict import resolve_device
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is present")
+    with pytest.raises(EdgeskinError, match="--device cpu or auto"):
+        resolve_device("cuda")

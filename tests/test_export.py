@@ -98,3 +98,17 @@ def test_int8_tflite_is_full_integer_and_agrees_with_qat(tiny_run):
     assert runner.input["dtype"] == np.int8 and runner.input["quantization"][0] > 0
     assert result.validation["top1_agreement"] >= 0.85  # tiny model, 35 validation images
     assert result.validation["cam_pearson_mean"] > 0.8
+
+
+def test_failed_validation_keeps_marked_file_and_exits_non_zero(tiny_run, monkeypatch):
+    from edgeskin.export import validate as v
+
+    strict = v.Tolerances(min_agreement=1.01, max_logit_diff=None, min_cam_pearson=0.0, max_ba_drop_pp=100.0)
+    monkeypatch.setitem(v.TOLERANCES, "fp32", strict)  # no file can agree more than 100%
+    with pytest.raises(EdgeskinError, match=r"failed validation: top-1 agreement 1.000 < 1.01"):
+        export(ExportConfig(run=str(tiny_run), target="onnx"))
+    described = json.loads((tiny_run / "export" / "edgeskin_cnn_s_fp32.json").read_text())
+    assert described["status"] == "validation failed" and described["failures"]
+    assert (tiny_run / "export" / "edgeskin_cnn_s_fp32.onnx").is_file()
+    allowed = export(ExportConfig(run=str(tiny_run), target="onnx", allow_degraded=True))
+    assert allowed.status == "validation failed"

@@ -136,3 +136,12 @@ def test_synthetic_name_reads_embedded_default():
     src = read_dataset("synthetic")
     assert src.synthetic and len(src.samples) == 1400
     shutil.rmtree(src.root)  # keep the session cache small
+
+
+def test_huge_image_is_refused_before_decoding(tmp_path, monkeypatch):
+    import edgeskin.data.images as images
+
+    monkeypatch.setattr(images, "MAX_PIXELS", 100)  # a 40x30 image stands in for a decompression bomb
+    path = _img(tmp_path / "big.png")
+    with pytest.raises(EdgeskinError, match=r"big.png is 40x30 pixels, above the 100 limit"):
+        images.load_image(path.read_bytes(), (16, 16), str(path))
