@@ -61,6 +61,11 @@ class ModelCard:
     quantization: dict[str, Any] | None = None  # None for float weights; scheme, method, tool when int8
     pruning: dict[str, Any] | None = None  # mode, ratio, measured sparsity; None when not pruned
     macs: int | None = None  # multiply-accumulates per image at input_size
+    # Classes whose probabilities add up to the malignant risk a device shows (mel, bcc, akiec).
+    malignant_labels: tuple[str, ...] = ()
+    # Set by export: softmax temperature fitted on the validation split, and the top probability
+    # below which a prediction is flagged uncertain (see edgeskin.export.calibrate).
+    calibration: dict[str, Any] | None = None
     schema: int = SCHEMA_VERSION
     edgeskin_version: str = __version__
 
@@ -87,6 +92,7 @@ class ModelCard:
         d["preprocessing"] = Preprocessing(**pre)
         d["split"] = SplitInfo(**d.pop("split"))
         d["labels"] = tuple(d["labels"])
+        d["malignant_labels"] = tuple(d.get("malignant_labels", ()))
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:

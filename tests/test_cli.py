@@ -89,7 +89,7 @@ def test_demo_main_job(tmp_path):
     assert "SYNTHETIC" in proc.stdout
     run = tmp_path / "demo"
     for f in ("model_card.json", "best.pt", "split.csv", "eval/test/report.md", "compress/summary.md",
-              "export/edgeskin_cnn_s_int8.tflite", "export/edgeskin_cnn_s_int8.json"):
+              "export/edgeskin_cnn_s_int8.tflite", "export/edgeskin_cnn_s_int8.tflite.json"):
         assert (run / f).exists(), f
     assert f"results: {run}" in proc.stdout and "int8 tflite" in proc.stdout
     ba = json.loads((run / "eval/test/metrics.json").read_text())["balanced_accuracy"]

@@ -84,6 +84,27 @@ def test_tflite_runs_in_litert_and_matches_torch(tiny_run, precision):
     assert logits.shape == (2, 7) and cams.shape[:2] == (2, 7)
     described = json.loads(result.card_json.read_text())
     assert described["artifact"]["format"] == "tflite" and described["artifact"]["sha256"] == sha256_file(result.artifact)
+    _assert_embedded_metadata(result.artifact, described["model_card"], ["scores", "cam"])
+
+
+def _assert_embedded_metadata(path, card, roles, unit_pixels=False):
+    """Read the metadata back two ways: MediaPipe's displayer, and zipfile alone (no MediaPipe).
+    `unit_pixels`: the file normalises in its graph and takes pixels/255 (MediaPipe's file)."""
+    from edgeskin.export.metadata import read_packed, show_metadata
+
+    packed = read_packed(path)
+    assert packed["model_card"] == card and packed["labels"] == list(card["labels"])
+    shown = show_metadata(path)
+    assert sorted(shown["packed_files"]) == ["labels.txt", "model_card.json"]
+    sub = shown["metadata"]["subgraph_metadata"][0]
+    norm = sub["input_tensor_metadata"][0]["process_units"][0]
+    assert norm["options_type"] == "NormalizationOptions"
+    mean, std = ([0.0], [1.0]) if unit_pixels else (card["preprocessing"]["mean"], card["preprocessing"]["std"])
+    assert np.allclose(norm["options"]["mean"], 255 * np.array(mean), atol=1e-3)
+    assert np.allclose(norm["options"]["std"], 255 * np.array(std), atol=1e-3)
+    outputs = {o["name"]: o for o in sub["output_tensor_metadata"]}
+    assert sorted(outputs) == sorted(roles)
+    assert outputs["scores"]["associated_files"][0]["type"] == "TENSOR_AXIS_LABELS"
 
 
 def test_int8_tflite_is_full_integer_and_agrees_with_qat(tiny_run):
@@ -107,8 +128,51 @@ def test_failed_validation_keeps_marked_file_and_exits_non_zero(tiny_run, monkey
     monkeypatch.setitem(v.TOLERANCES, "fp32", strict)  # no file can agree more than 100%
     with pytest.raises(EdgeskinError, match=r"failed validation: top-1 agreement 1.000 < 1.01"):
         export(ExportConfig(run=str(tiny_run), target="onnx"))
-    described = json.loads((tiny_run / "export" / "edgeskin_cnn_s_fp32.json").read_text())
+    described = json.loads((tiny_run / "export" / "edgeskin_cnn_s_fp32.onnx.json").read_text())
     assert described["status"] == "validation failed" and described["failures"]
     assert (tiny_run / "export" / "edgeskin_cnn_s_fp32.onnx").is_file()
     allowed = export(ExportConfig(run=str(tiny_run), target="onnx", allow_degraded=True))
     assert allowed.status == "validation failed"
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_mediapipe_image_classifier_runs_the_file(tiny_run, precision, tmp_path):
+    """The same task API Android apps use: MediaPipe's ImageClassifier reads the embedded
+    normalisation and labels, and ranks classes as LiteRT ranks the edge_runtime file."""
+    from PIL import Image
+
+    from edgeskin.evaluate.run import run_data
+    from edgeskin.card import ModelCard
+    from edgeskin.export.metadata import run_tool
+    from edgeskin.export.tflite import LiteRTRunner
+    from edgeskin.export.validate import run_artifact
+
+    if precision == "int8" and not (tiny_run / "compress" / "qat_int8").exists():
+        from edgeskin.compress.pipeline import compress
+
+        compress(CompressConfig(run=str(tiny_run), int8=True, epochs=1, calib_images=16, device="cpu"))
+    common = dict(run=str(tiny_run), precision=precision, calib_images=64, allow_degraded=True)
+    mp = export(ExportConfig(target="mediapipe", **common))
+    edge = export(ExportConfig(target="tflite", **common))
+    runner = LiteRTRunner(mp.artifact)
+    assert runner.cam is None and runner.input["dtype"] == np.float32  # MediaPipe refuses int8 input
+    card = ModelCard.load(tiny_run)
+    _assert_embedded_metadata(mp.artifact, json.loads(mp.card_json.read_text())["model_card"], ["scores"], True)
+    data, _ = run_data(tiny_run, card)
+    pixels = data.pixels[:24]  # already at the 32x48 input size, so MediaPipe does not resize
+    paths = []
+    for i, p in enumerate(pixels):
+        paths.append(str(tmp_path / f"{i}.png"))
+        Image.fromarray(p).save(paths[-1])
+    lines = run_tool("classify", str(mp.artifact), *paths).splitlines()
+    mp_scores = np.zeros((len(paths), 7))
+    for i, line in enumerate(lines):
+        for c in json.loads(line)["categories"]:
+            mp_scores[i, c["index"]] = c["score"]
+    assert {c["label"] for c in json.loads(lines[0])["categories"]} == set(card.labels)
+    pre = card.preprocessing
+    file_scores, _ = run_artifact(runner, pixels, (0, 0, 0), (1, 1, 1))
+    edge_logits, _ = run_artifact(LiteRTRunner(edge.artifact), pixels, pre.mean, pre.std)
+    assert np.abs(mp_scores - file_scores).max() < (1e-4 if precision == "fp32" else 0.02)
+    agreement = np.mean(mp_scores.argmax(1) == edge_logits.argmax(1))
+    assert agreement >= (1.0 if precision == "fp32" else 0.9), agreement

@@ -2,7 +2,8 @@
 
 Each exported graph has one input `image` (float32 N x 3 x H x W, normalised as the card says)
 and two outputs: `logits` (N x K) and `cam` (N x K x h x w, see edgeskin.cam), so the device gets
-its explanation map without autograd.
+its explanation map without autograd. The MediaPipe graph is the exception: MediaPipe's
+ImageClassifier expects one classification tensor, so it returns softmax `scores` only.
 """
 
 from __future__ import annotations
@@ -20,12 +21,34 @@ from edgeskin.cam import with_cam
 from edgeskin.errors import EdgeskinError
 
 OPSET = 17
-INPUT, LOGITS, CAM = "image", "logits", "cam"
+INPUT, LOGITS, CAM, SCORES = "image", "logits", "cam", "scores"
+
+
+class _Scores(nn.Module):
+    """Softmax probabilities only, the single output MediaPipe's ImageClassifier reads as scores,
+    from pixels/255: MediaPipe applies one mean/std to all channels ("Per-channel image
+    normalization is not available"), so the card's per-channel normalisation goes in the graph."""
+
+    def __init__(self, model: nn.Module, mean, std):
+        super().__init__()
+        self.model = model
+        # (x - mean) / std as a per-channel 1x1 convolution: onnx2tf mis-broadcasts a [1,3,1,1]
+        # constant Sub on the NHWC-transposed input, and convolutions convert cleanly.
+        self.normalize = nn.Conv2d(3, 3, 1, groups=3)
+        std_t, mean_t = torch.tensor(std, dtype=torch.float32), torch.tensor(mean, dtype=torch.float32)
+        with torch.no_grad():
+            self.normalize.weight.copy_((1 / std_t).view(3, 1, 1, 1))
+            self.normalize.bias.copy_(-mean_t / std_t)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.model(self.normalize(x)), dim=1)
 
 
 def torch2onnx(model: nn.Module, input_size: tuple[int, int], path: Path, precision: str = "fp32",
-               calibration=None) -> Path:
-    """Export with TorchScript tracing (dynamo=False): the route that turns NNCF's quantizers,
+               calibration=None, outputs: str = "logits+cam", normalize=None) -> Path:
+    """`outputs="scores"` with `normalize=(mean, std)` gives MediaPipe's graph (see _Scores).
+
+    Export with TorchScript tracing (dynamo=False): the route that turns NNCF's quantizers,
     once stripped to native torch fake-quantize ops, into standard QuantizeLinear/DequantizeLinear."""
     model = copy.deepcopy(model).cpu().eval()
     if precision == "int8":
@@ -33,14 +56,17 @@ def torch2onnx(model: nn.Module, input_size: tuple[int, int], path: Path, precis
 
         model = nncf.strip(model, do_copy=False, strip_format=nncf.StripFormat.NATIVE,
                            example_input=torch.zeros(1, 3, *input_size))
-    with_cam(model)
+    with_cam(model, outputs == "logits+cam")
+    names = [LOGITS, CAM] if outputs == "logits+cam" else [SCORES]
+    if outputs == "scores":
+        model = _Scores(model, *normalize)
     try:
         with warnings.catch_warnings():
             # The TorchScript exporter is deprecated but is the one that writes NNCF's QDQ pairs.
             warnings.simplefilter("ignore", DeprecationWarning)
             torch.onnx.export(model, (torch.zeros(1, 3, *input_size),), str(path), dynamo=False,
-                              opset_version=OPSET, input_names=[INPUT], output_names=[LOGITS, CAM],
-                              dynamic_axes={INPUT: {0: "batch"}, LOGITS: {0: "batch"}, CAM: {0: "batch"}})
+                              opset_version=OPSET, input_names=[INPUT], output_names=names,
+                              dynamic_axes={n: {0: "batch"} for n in [INPUT, *names]})
     except Exception as exc:  # the exporter raises many types for unsupported ops
         raise EdgeskinError(f"ONNX export failed ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
     return path
@@ -57,31 +83,46 @@ class OnnxRunner:
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
     def __call__(self, x):
-        logits, cams = self.session.run([LOGITS, CAM], {INPUT: x})
-        return logits, cams
+        return tuple(self.session.run([LOGITS, CAM], {INPUT: x}))
 
 
 @dataclass(frozen=True)
 class Target:
-    suffix: str
+    suffix: str  # file name ending after <backbone>_<precision>
     convert: Callable[..., Path]
     runner: Callable[[Path], Callable]
     precisions: tuple[str, ...]
+    scores: str = "logits"  # what the first output holds: "logits", or softmax "probabilities"
+    takes_unit_pixels: bool = False  # input pixels/255, normalised inside the graph (MediaPipe)
 
 
 def torch2tflite(model: nn.Module, input_size: tuple[int, int], path: Path, precision: str = "fp32",
-                 calibration=None) -> Path:
+                 calibration=None, outputs: str = "logits+cam", normalize=None) -> Path:
     """torch -> ONNX -> TFLite (onnx2tf), composed from the two pure conversions. For int8 the
     ONNX carries the QAT model's QDQ pairs; onnx2tf drops them and calibrates on real images, so
-    the QAT-adapted weights are what gets quantized."""
+    the QAT-adapted weights are what gets quantized. The edge_runtime file is full-integer (int8
+    input and outputs); the MediaPipe file keeps float32 input and scores around the int8 body,
+    because MediaPipe's ImageClassifier refuses int8 input tensors."""
     from edgeskin.export.tflite import onnx2tflite
 
     onnx_path = path.with_name(path.stem + "_src.onnx")
     try:
-        torch2onnx(model, input_size, onnx_path, precision)
-        return onnx2tflite(onnx_path, path, precision, input_size, calibration)
+        torch2onnx(model, input_size, onnx_path, precision, outputs=outputs, normalize=normalize)
+        io = "int8" if outputs == "logits+cam" else "float"
+        return onnx2tflite(onnx_path, path, precision, input_size, calibration, io=io)
     finally:
         onnx_path.unlink(missing_ok=True)
+
+
+def torch2mediapipe(model: nn.Module, input_size: tuple[int, int], path: Path, precision: str = "fp32",
+                    calibration=None) -> Path:
+    """Scores-only .tflite that takes pixels/255 (NHWC); `calibration` supplies the run's images
+    and the card's mean/std, which this graph applies itself."""
+    from edgeskin.export.tflite import Calibration
+
+    unit = Calibration(calibration.pixels, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+    return torch2tflite(model, input_size, path, precision, unit, outputs="scores",
+                        normalize=(calibration.mean, calibration.std))
 
 
 def _litert_runner(path: Path):
@@ -93,6 +134,8 @@ def _litert_runner(path: Path):
 TARGETS = {
     "onnx": Target(".onnx", torch2onnx, OnnxRunner, ("fp32", "int8")),
     "tflite": Target(".tflite", torch2tflite, _litert_runner, ("fp32", "fp16", "int8")),
+    "mediapipe": Target("_mediapipe.tflite", torch2mediapipe, _litert_runner, ("fp32", "int8"), "probabilities",
+                        takes_unit_pixels=True),
 }
 
 

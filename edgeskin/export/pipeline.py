@@ -1,8 +1,9 @@
 """`edgeskin export RUN --target onnx [--precision fp32|int8]`, as steps:
 
 1. check the options and find the source model (the run's fp32 weights, or its QAT int8 variant)
-2. convert with the target's pure function (e.g. torch2onnx) into a temporary file
-3. validate the file with its real runtime on the run's validation split (see validate.py)
+2. convert with the target's pure function (e.g. torch2onnx) into a temporary file; a .tflite
+   gets TFLite metadata (normalisation, labels, the model card) embedded (see metadata.py)
+3. validate the final file with its real runtime on the run's validation split (validate.py)
 4. write the card JSON beside it (model card + artifact SHA-256 + I/O + validation), then rename
    both into RUN/export/. A failed validation is kept, marked, and exits non-zero unless
    --allow-degraded; any error before that leaves nothing behind.
@@ -20,7 +21,7 @@ from edgeskin.card import ModelCard
 from edgeskin.config import ExportConfig
 from edgeskin.errors import EdgeskinError
 from edgeskin.evaluate.run import load_run_model, run_data
-from edgeskin.export.convert import CAM, INPUT, LOGITS, get_target
+from edgeskin.export.convert import CAM, INPUT, LOGITS, SCORES, get_target
 from edgeskin.export.validate import validate
 from edgeskin.fileio import atomic_path, sha256_file, write_json
 
@@ -49,16 +50,47 @@ def _source(run: Path, card: ModelCard, precision: str) -> tuple[ModelCard, torc
     return qcard, qat, fp32
 
 
-def _io(card: ModelCard, feat_hw: tuple[int, int]) -> dict:
+CAM_MEANING = ("per-class activation map = Grad-CAM x h*w before ReLU; ReLU, upsample, min-max normalise "
+               "for a heatmap")
+
+
+def _io(card: ModelCard, feat_hw: tuple[int, int] | None, scores: str) -> dict:
+    """The ONNX graph's I/O (NCHW); the .tflite files take the same input as NHWC."""
     h, w = card.preprocessing.input_size
     k = len(card.labels)
+    outputs = [{"name": LOGITS if scores == "logits" else SCORES, "shape": ["N", k], "meaning": scores}]
+    if feat_hw is not None:
+        outputs.append({"name": CAM, "shape": ["N", k, *feat_hw], "meaning": CAM_MEANING})
     return {"inputs": [{"name": INPUT, "shape": ["N", 3, h, w], "dtype": "float32", "layout": "NCHW",
                         "normalization": {"mean": card.preprocessing.mean, "std": card.preprocessing.std,
                                           "scale": "pixels / 255 before mean/std"}}],
-            "outputs": [{"name": LOGITS, "shape": ["N", k]},
-                        {"name": CAM, "shape": ["N", k, *feat_hw],
-                         "meaning": "per-class activation map = Grad-CAM x h*w before ReLU; ReLU, upsample, "
-                                    "min-max normalise for a heatmap"}]}
+            "outputs": outputs}
+
+
+def _embed(path: Path, card: ModelCard, roles: list[str], input_norm) -> None:
+    """TFLite metadata, one entry per output tensor in the file's own order (onnx2tf's varies);
+    `input_norm` = the (mean, std) the file expects when not the card's own."""
+    from edgeskin.export.metadata import embed_metadata
+
+    describe = {"scores": ("scores", "class scores (logits, or softmax probabilities in the MediaPipe file)"),
+                "cam": ("cam", "NHWC " + CAM_MEANING)}
+    embed_metadata(path, card.to_dict(), [{"name": describe[r][0], "role": "scores" if r == "scores" else "feature",
+                                           "description": describe[r][1]} for r in roles], input_norm)
+
+
+def _device_card(card: ModelCard, source: torch.nn.Module, val) -> ModelCard:
+    """The card a device reads: + softmax temperature and uncertainty threshold fitted on the
+    validation split, + the malignant classes (cards from before they were recorded lack them)."""
+    from edgeskin.data.records import MALIGNANT
+    from edgeskin.export.calibrate import calibration
+    from edgeskin.predict import predict_logits
+
+    pre = card.preprocessing
+    logits = predict_logits(source, val.pixels, pre.mean, pre.std, torch.device("cpu"))
+    malignant = card.malignant_labels or tuple(k for k in card.labels if k in MALIGNANT or k == "malignant")
+    fitted = calibration(logits, val.targets, [card.labels.index(k) for k in malignant],
+                         f"validation split ({len(val.targets)} images), torch source model")
+    return card.replace(calibration=fitted, malignant_labels=malignant)
 
 
 def _calibration(data, split, card: ModelCard, n: int):
@@ -80,21 +112,27 @@ def export(cfg: ExportConfig) -> ExportResult:
     src_card, source, fp32 = _source(run, card, cfg.precision)
     data, split = run_data(run, card)
     val = data.subset(split.indices("val"))
+    src_card = _device_card(src_card, source, val)
     out = run / OUT_DIR
     out.mkdir(exist_ok=True)
-    name = f"{card.backbone}_{cfg.precision}"
-    artifact = out / f"{name}{target.suffix}"
+    artifact = out / f"{card.backbone}_{cfg.precision}{target.suffix}"
     with atomic_path(artifact) as tmp:  # Steps 2-3 on a temporary file
         target.convert(source, card.preprocessing.input_size, tmp, cfg.precision,
                        calibration=_calibration(data, split, card, cfg.calib_images))
+        unit = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)) if target.takes_unit_pixels else None
+        if artifact.suffix == ".tflite":
+            _embed(tmp, src_card, target.runner(tmp).roles, unit)
         runner = target.runner(tmp)
-        result = validate(runner, source, fp32, val.pixels, val.targets, src_card, cfg.precision, cfg.cam_images)
-        feat_hw = runner(torch.zeros(1, 3, *card.preprocessing.input_size).numpy())[1].shape[-2:]
+        result = validate(runner, source, fp32, val.pixels, val.targets, src_card, cfg.precision, cfg.cam_images,
+                          scores=target.scores, input_norm=unit)
+        cams = runner(torch.zeros(1, 3, *card.preprocessing.input_size).numpy())[1]
         sha = sha256_file(tmp)
-    card_json = write_json(out / f"{name}.json", {  # Step 4
+    # Step 4: the card JSON is named after the whole file (model.tflite.json), so an .onnx and a
+    # .tflite of the same precision never share one.
+    card_json = write_json(out / f"{artifact.name}.json", {
         "model_card": src_card.to_dict(),
         "artifact": {"file": artifact.name, "sha256": sha, "format": cfg.target, "precision": cfg.precision,
-                     **_io(card, tuple(feat_hw))},
+                     **_io(card, None if cams is None else tuple(cams.shape[-2:]), target.scores)},
         "status": result.status, "validation": result.metrics, "failures": result.failures})
     print(f"edgeskin export: {artifact} {result.status}"
           + (": " + "; ".join(result.failures) if result.failures else ""))

@@ -22,8 +22,10 @@ import numpy as np
 from edgeskin.errors import EdgeskinError
 
 CALIBRATION_SAMPLE = "calibration_image_sample_data_20x128x128x3_float32.npy"
-# int8 is full-integer (int8 input and outputs, their scale/zero-point in the tensors).
+# onnx2tf's file for each precision; int8 is full-integer (int8 input and outputs, their
+# scale/zero-point in the tensors), or int8 inside float32 input/outputs with io="float".
 SUFFIX = {"fp32": "_float32.tflite", "fp16": "_float16.tflite", "int8": "_full_integer_quant.tflite"}
+FLOAT_IO_INT8 = "_integer_quant.tflite"
 
 
 @dataclass(frozen=True)
@@ -37,7 +39,7 @@ class Calibration:
 
 
 def onnx2tflite(onnx_path: Path, out_path: Path, precision: str, input_size: tuple[int, int],
-                calibration: Calibration | None = None) -> Path:
+                calibration: Calibration | None = None, io: str = "int8") -> Path:
     if precision not in SUFFIX:
         raise EdgeskinError(f"unknown --precision {precision!r} for tflite; choose one of {sorted(SUFFIX)}")
     if precision == "int8" and (calibration is None or len(calibration.pixels) == 0):
@@ -54,7 +56,8 @@ def onnx2tflite(onnx_path: Path, out_path: Path, precision: str, input_size: tup
             cmd += ["-oiqt", "-cind", "image", "calib.npy", str(list(calibration.mean)), str(list(calibration.std))]
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
         proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, env=env)
-        produced = Path(work) / "out" / f"model{SUFFIX[precision]}"
+        suffix = FLOAT_IO_INT8 if precision == "int8" and io == "float" else SUFFIX[precision]
+        produced = Path(work) / "out" / f"model{suffix}"
         if proc.returncode != 0 or not produced.is_file():
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
             raise EdgeskinError(f"onnx2tf could not convert {onnx_path.name}: {tail[0][:300]}")
@@ -63,7 +66,8 @@ def onnx2tflite(onnx_path: Path, out_path: Path, precision: str, input_size: tup
 
 
 class LiteRTRunner:
-    """Runs a .tflite with the LiteRT interpreter; takes NCHW batches, returns (logits, cams NCHW)."""
+    """Runs a .tflite with the LiteRT interpreter; takes NCHW batches, returns (scores, cams NCHW),
+    cams None for a file without a CAM output (the MediaPipe one)."""
 
     def __init__(self, path: Path, threads: int = 2):
         from ai_edge_litert.interpreter import Interpreter
@@ -73,7 +77,8 @@ class LiteRTRunner:
         self.input = self.interpreter.get_input_details()[0]
         outputs = self.interpreter.get_output_details()
         self.logits = next(d for d in outputs if len(d["shape"]) == 2)["index"]
-        self.cam = next(d for d in outputs if len(d["shape"]) == 4)["index"]
+        self.cam = next((d["index"] for d in outputs if len(d["shape"]) == 4), None)
+        self.roles = ["scores" if len(d["shape"]) == 2 else "cam" for d in outputs]  # in tensor order
 
     def _output(self, index: int) -> np.ndarray:
         detail = next(d for d in self.interpreter.get_output_details() if d["index"] == index)
@@ -91,5 +96,6 @@ class LiteRTRunner:
             self.interpreter.set_tensor(self.input["index"], image[None].astype(self.input["dtype"]))
             self.interpreter.invoke()
             logits.append(self._output(self.logits))
-            cams.append(self._output(self.cam).transpose(2, 0, 1))
-        return np.stack(logits), np.stack(cams)
+            if self.cam is not None:
+                cams.append(self._output(self.cam).transpose(2, 0, 1))
+        return np.stack(logits), (np.stack(cams) if cams else None)

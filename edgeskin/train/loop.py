@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from edgeskin.card import ModelCard, Preprocessing, SplitInfo
 from edgeskin.config import TrainConfig
 from edgeskin.data.bundle import LabelledImages, load_labelled
-from edgeskin.data.records import get_task
+from edgeskin.data.records import MALIGNANT, get_task
 from edgeskin.data.split import MANIFEST_FILE, PROTOCOL, Split, make_split, read_manifest, write_manifest
 from edgeskin.data.transforms import channel_stats
 from edgeskin.errors import EdgeskinError
@@ -163,6 +163,7 @@ def _write_card(cfg, run_dir, data, split, model, mean, std, state) -> ModelCard
     best = state["history"][state["best_epoch"] - 1]
     card = ModelCard(
         task=data.task.name, labels=data.task.labels, positive_label=data.task.positive_label,
+        malignant_labels=tuple(k for k in data.task.labels if k in MALIGNANT or k == "malignant"),
         preprocessing=Preprocessing(input_size=tuple(cfg.input_size), mean=mean, std=std),
         backbone=cfg.backbone, head=cfg.head, cam_layer=CAM_LAYER, num_params=count_params(model),
         split=SplitInfo(PROTOCOL, cfg.seed, cfg.val_fraction, cfg.test_fraction, MANIFEST_FILE,

@@ -1,0 +1,58 @@
+"""Confidence a device can be honest about: a softmax temperature and an "uncertain" threshold,
+both fitted on the validation split and written into the exported model card.
+
+- temperature: the T minimising the negative log-likelihood of softmax(logits / T) (Guo et al.
+  2017, "On Calibration of Modern Neural Networks"); a 1-D search, no optimiser needed.
+- uncertain_below: the highest top probability t such that the validation images predicted with
+  less confidence than t are wrong more often than right (top-1 accuracy below 50%, at least
+  MIN_IMAGES of them). A device flags those predictions instead of presenting them as answers.
+- refer_at_risk: the highest malignant risk (summed probability of the malignant classes) that
+  still sends REFER_SENSITIVITY of the malignant validation lesions to a dermatologist.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+MIN_IMAGES = 10
+REFER_SENSITIVITY = 0.9
+
+
+def _log_softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(1, keepdims=True)
+    return z - np.log(np.exp(z).sum(1, keepdims=True))
+
+
+def fit_temperature(logits: np.ndarray, targets: np.ndarray) -> float:
+    grid = np.exp(np.linspace(np.log(0.25), np.log(8.0), 241))
+    nll = [-_log_softmax(logits / t)[np.arange(len(targets)), targets].mean() for t in grid]
+    return float(grid[int(np.argmin(nll))])
+
+
+def uncertain_threshold(probs: np.ndarray, targets: np.ndarray) -> float:
+    top = probs.max(1)
+    correct = probs.argmax(1) == targets
+    order = np.argsort(top)
+    best = 0.0
+    hits = np.cumsum(correct[order])
+    for i in range(MIN_IMAGES - 1, len(order)):
+        if hits[i] / (i + 1) < 0.5:  # flag this image and every less confident one
+            best = float(top[order[i + 1]]) if i + 1 < len(order) else 1.0
+    return best
+
+
+def referral_threshold(probs: np.ndarray, targets: np.ndarray, malignant: list[int]) -> float | None:
+    is_malignant = np.isin(targets, malignant)
+    if not malignant or is_malignant.sum() == 0:
+        return None
+    risk = probs[:, malignant].sum(1)[is_malignant]
+    return float(np.quantile(risk, 1.0 - REFER_SENSITIVITY, method="lower"))
+
+
+def calibration(logits: np.ndarray, targets: np.ndarray, malignant: list[int], source: str) -> dict:
+    t = fit_temperature(logits, targets)
+    probs = np.exp(_log_softmax(logits / t))
+    refer = referral_threshold(probs, targets, malignant)
+    return {"temperature": round(t, 4), "uncertain_below": round(uncertain_threshold(probs, targets), 4),
+            "refer_at_risk": None if refer is None else round(refer, 4),
+            "refer_sensitivity": REFER_SENSITIVITY, "fitted_on": source}

@@ -1,0 +1,88 @@
+"""TFLite metadata and MediaPipe's ImageClassifier, run under MediaPipe's own interpreter.
+
+mediapipe==0.10.21 pins numpy<2 and protobuf<5, which TensorFlow 2.21 cannot share a process or
+an environment with, so edgeskin runs this file as a script with the Python of a separate
+environment (scripts/mediapipe-venv.sh) instead of importing it. It uses only the standard
+library and mediapipe. Its metadata writer is MediaPipe's, the one whose NormalizationOptions and
+label file the ImageClassifier task reads (1.2.2's writer is broken).
+
+    python mediapipe_tool.py write IN OUT SPEC.json   # embed metadata (+ model_card.json)
+    python mediapipe_tool.py show MODEL               # the embedded metadata as JSON
+    python mediapipe_tool.py classify MODEL IMAGE...  # ImageClassifier results as JSON lines
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+
+
+def write(src: str, dst: str, spec_path: str) -> None:
+    """SPEC: mean/std for 0-255 pixels, labels, name, description, outputs (tensor order:
+    'scores' = the classification tensor, anything else = a described feature tensor), card."""
+    from mediapipe.tasks.python.metadata import metadata
+    from mediapipe.tasks.python.metadata.metadata_writers import metadata_writer
+
+    with open(spec_path) as f:
+        spec = json.load(f)
+    with open(src, "rb") as f:
+        model = bytearray(f.read())
+    writer = metadata_writer.MetadataWriter.create(model)
+    writer.add_general_info(spec["name"], spec["description"])
+    writer.add_image_input(spec["mean"], spec["std"])
+    labels = metadata_writer.Labels().add(spec["labels"])
+    for output in spec["outputs"]:  # in the order of the model's output tensors
+        if output["role"] == "scores":
+            writer.add_classification_output(labels, name=output["name"], description=output["description"])
+        else:
+            writer.add_feature_output(name=output["name"], description=output["description"])
+    content, _ = writer.populate()
+    # The model card rides along as one more packed file (the .tflite is also a zip archive), so a
+    # runtime without MediaPipe or TensorFlow reads it with zipfile.
+    with tempfile.TemporaryDirectory() as tmp:
+        card = os.path.join(tmp, "model_card.json")
+        with open(card, "w") as f:
+            json.dump(spec["card"], f, indent=2)
+        populator = metadata.MetadataPopulator.with_model_buffer(content)
+        populator.load_metadata_buffer(metadata.get_metadata_buffer(content))
+        populator.load_associated_files([card])
+        populator.populate()
+        content = populator.get_model_buffer()
+    with open(dst, "wb") as f:
+        f.write(content)
+
+
+def show(path: str) -> None:
+    from mediapipe.tasks.python.metadata import metadata
+
+    displayer = metadata.MetadataDisplayer.with_model_file(path)
+    print(json.dumps({"metadata": json.loads(displayer.get_metadata_json()),
+                      "packed_files": sorted(displayer.get_packed_associated_file_list())}))
+
+
+def classify(path: str, images: list[str]) -> None:
+    import mediapipe as mp
+    from mediapipe.tasks.python import vision
+    from mediapipe.tasks.python.core.base_options import BaseOptions
+
+    options = vision.ImageClassifierOptions(base_options=BaseOptions(model_asset_path=path), max_results=-1)
+    with vision.ImageClassifier.create_from_options(options) as classifier:
+        for image in images:
+            result = classifier.classify(mp.Image.create_from_file(image))
+            cats = result.classifications[0].categories
+            print(json.dumps({"image": image, "categories": [
+                {"label": c.category_name, "index": c.index, "score": c.score} for c in cats]}))
+
+
+if __name__ == "__main__":
+    command, args = sys.argv[1], sys.argv[2:]
+    if command == "write":
+        write(*args)
+    elif command == "show":
+        show(*args)
+    elif command == "classify":
+        classify(args[0], args[1:])
+    else:
+        sys.exit(f"unknown command {command!r}; choose write, show or classify")
