@@ -49,3 +49,34 @@ def one_line_error(proc: subprocess.CompletedProcess) -> str:
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip() and not ln.startswith("decode")]
     assert len(lines) == 1 and lines[0].startswith("error:"), proc.stderr
     return lines[0]
+
+
+@pytest.fixture(scope="session")
+def exported_tiny(synth_root, tmp_path_factory) -> dict:
+    """A tiny trained run (non-square 32x48 input) compressed to int8 and exported as the files a
+    device runs: int8 and fp32 .tflite (with CAM head and metadata) and fp32 .onnx."""
+    pytest.importorskip("ai_edge_litert", reason="the export extra is not installed")
+    from edgeskin.compress.pipeline import compress
+    from edgeskin.config import CompressConfig, ExportConfig, TrainConfig
+    from edgeskin.export import export
+    from edgeskin.train import train
+
+    cfg = TrainConfig(data=str(synth_root), backbone="edgeskin_cnn_s", input_size=(32, 48), epochs=4,
+                      batch_size=16, lr=3e-3, device="cpu", project=str(tmp_path_factory.mktemp("runs")), name="e")
+    run = train(cfg).run_dir
+    compress(CompressConfig(run=str(run), int8=True, epochs=1, calib_images=16, device="cpu"))
+    files = {"run": run}
+    for target, precision in (("tflite", "int8"), ("tflite", "fp32"), ("onnx", "fp32")):
+        result = export(ExportConfig(run=str(run), target=target, precision=precision, calib_images=64,
+                                     allow_degraded=True))
+        files[f"{target}_{precision}"] = result.artifact
+    return files
+
+
+def run_edge(*args: str, check: bool = False) -> subprocess.CompletedProcess:
+    """Run `python -m edge_runtime ARGS` as a device user would."""
+    proc = subprocess.run([sys.executable, "-m", "edge_runtime", *map(str, args)], capture_output=True,
+                          text=True, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"edge_runtime {' '.join(map(str, args))} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc

@@ -15,31 +15,19 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
+# The device runtime's own conversion and limit: training sees images exactly as devices will.
+from edge_runtime.preprocess import MAX_PIXELS, to_rgb
 from edgeskin.errors import EdgeskinError
 
-MAX_PIXELS = 100_000_000  # refuse decompression bombs before decoding (~10k x 10k)
+__all__ = ["MAX_PIXELS", "DecodedImages", "decode_all", "load_image", "to_rgb"]
 
 
 @dataclass(frozen=True)
 class DecodedImages:
     pixels: np.ndarray  # uint8, N x H x W x 3, RGB, already resized to the input size
     digests: tuple[str, ...]  # SHA-1 of each file's bytes (to find identical images)
-
-
-def to_rgb(img: Image.Image) -> Image.Image:
-    """RGB from any PIL mode: EXIF orientation applied, alpha dropped, 16-bit scaled to 8-bit."""
-    img = ImageOps.exif_transpose(img)
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        arr = np.asarray(img, dtype=np.float64)
-        scale = 65535.0 if arr.max() > 255 else 255.0
-        img = Image.fromarray(np.clip(arr / scale * 255.0, 0, 255).astype(np.uint8), mode="L")
-    if img.mode in ("RGBA", "LA", "P"):
-        img = img.convert("RGBA")
-        background = Image.new("RGBA", img.size, (255, 255, 255, 255))
-        img = Image.alpha_composite(background, img)
-    return img.convert("RGB")
 
 
 def load_image(data: bytes, size_hw: tuple[int, int], name: str) -> np.ndarray:

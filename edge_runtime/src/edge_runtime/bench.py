@@ -1,0 +1,121 @@
+"""`edge_runtime benchmark`: what a device owner needs to decide, measured on the device.
+
+Method (also written into the output): the model is loaded once; one first inference is timed
+alone; then WARMUP untimed runs; then RUNS timed runs of each of
+  - inference: the interpreter alone on a prepared input,
+  - end-to-end without CAM: resize + normalise + interpreter + softmax,
+  - end-to-end with CAM: the same + the heatmap (ReLU, upsample to the photo, min-max).
+Cold start = a fresh `python -m edge_runtime predict` process, from spawn to its exit with the
+first result (imports, model load, first inference). Peak RSS = this process's maximum resident
+set size (getrusage), and the cold-start child's.
+"""
+
+from __future__ import annotations
+
+import csv
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from edge_runtime.classifier import Classifier
+from edge_runtime.errors import EdgeRuntimeError
+from edge_runtime.preprocess import normalize, open_rgb, resize
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+
+
+def _percentiles(seconds: list[float]) -> dict:
+    ms = 1000 * np.asarray(seconds)
+    return {"p50_ms": float(np.percentile(ms, 50)), "p90_ms": float(np.percentile(ms, 90)),
+            "p99_ms": float(np.percentile(ms, 99)), "mean_ms": float(ms.mean())}
+
+
+def _timed(fn, runs: int) -> list[float]:
+    out = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def labelled_images(data: Path) -> list[tuple[Path, str]]:
+    """A CSV with `path,label` columns (paths relative to it), or a folder of class folders."""
+    if data.is_file():
+        with open(data, newline="") as f:
+            rows = list(csv.DictReader(f))
+        if not rows or not {"path", "label"} <= set(rows[0]):
+            raise EdgeRuntimeError(f"{data} needs a header with `path` and `label` columns")
+        return [((data.parent / r["path"]), r["label"]) for r in rows]
+    if data.is_dir():
+        return [(p, d.name) for d in sorted(data.iterdir()) if d.is_dir()
+                for p in sorted(d.rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES]
+    raise EdgeRuntimeError(f"{data} not found; pass a CSV (path,label) or a folder of class folders")
+
+
+def accuracy(clf: Classifier, items: list[tuple[Path, str]]) -> dict:
+    labels = clf.artifact.labels
+    unknown = sorted({y for _, y in items} - set(labels))
+    if unknown:
+        raise EdgeRuntimeError(f"labels {unknown} are not classes of this model; choose from {labels}")
+    y = np.array([labels.index(lab) for _, lab in items])
+    pred = np.array([int(np.argmax(clf.infer(open_rgb(p), with_cam=False)[0])) for p, _ in items])
+    recall = {labels[k]: float(np.mean(pred[y == k] == k)) for k in range(len(labels)) if (y == k).any()}
+    return {"n": len(items), "balanced_accuracy": float(np.mean(list(recall.values()))), "recall": recall}
+
+
+def cold_start(model: Path, image: Path, threads: int) -> dict:
+    t = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "edge_runtime", "predict", str(model), str(image), "--json",
+                           "--threads", str(threads)], capture_output=True, text=True)
+    seconds = time.perf_counter() - t
+    if proc.returncode != 0:
+        raise EdgeRuntimeError(f"cold-start run failed: {(proc.stderr or proc.stdout).strip()[-300:]}")
+    child_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return {"cold_start_ms": 1000 * seconds, "cold_start_peak_rss_mb": child_kb / 1024}
+
+
+def benchmark(model: Path, threads: int = 4, runs: int = 100, warmup: int = 10, data: Path | None = None,
+              image: Path | None = None, cold: bool = True) -> dict:
+    t = time.perf_counter()
+    clf = Classifier.load(model, threads)
+    load_s = time.perf_counter() - t
+    with tempfile.TemporaryDirectory(prefix="edge-runtime-") as tmp:
+        if image is None:  # a neutral photo-sized input when no image is given
+            image = Path(tmp) / "neutral.png"
+            Image.fromarray(np.full((450, 600, 3), 160, np.uint8)).save(image)
+        return _measure(clf, load_s, Path(model), Path(image), threads, runs, warmup, data, cold)
+
+
+def _measure(clf, load_s, model, image, threads, runs, warmup, data, cold) -> dict:
+    rgb = open_rgb(image)
+    x = normalize(resize(rgb, clf.artifact.input_size)[None], clf.artifact.mean, clf.artifact.std)
+    t = time.perf_counter()
+    clf.backend.run(x)
+    first_s = time.perf_counter() - t
+    for _ in range(warmup):
+        clf.backend.run(x)
+    result = {
+        "model": clf.artifact.describe, "device": {"machine": platform.machine(), "system": platform.system(),
+                                                  "python": platform.python_version(), "processor": platform.processor()},
+        "method": {"warmup": warmup, "runs": runs, "threads": threads, "interpreter": clf.backend.package,
+                   "delegate": clf.backend.delegate, "input_dtype": clf.backend.input_dtype,
+                   "image_size": [rgb.height, rgb.width], "notes": __doc__.split("Method", 1)[1].strip()},
+        "load_ms": 1000 * load_s, "first_inference_ms": 1000 * first_s,
+        "inference": _percentiles(_timed(lambda: clf.backend.run(x), runs)),
+        "end_to_end_without_cam": _percentiles(_timed(lambda: clf.predict(rgb, with_cam=False), runs)),
+        "end_to_end_with_cam": _percentiles(_timed(lambda: clf.predict(rgb), runs)) if clf.has_cam else None,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+    if cold:
+        result.update(cold_start(model, image, threads))
+    if data is not None:
+        result["accuracy"] = accuracy(clf, labelled_images(Path(data)))
+    return result

@@ -1,0 +1,94 @@
+"""`Classifier.load(path).predict(image) -> Prediction`: preprocessing, the interpreter, the
+card's calibrated softmax, malignant risk, a next-step line and the heatmap."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from edge_runtime.artifact import Artifact, load_artifact
+from edge_runtime.backends import open_backend
+from edge_runtime.errors import EdgeRuntimeError
+from edge_runtime.heatmap import overlay, to_heatmap
+from edge_runtime.preprocess import ImageLike, normalize, open_rgb, resize
+
+DISCLAIMER = ("Decision support only, not a diagnosis. A dermatologist must examine any lesion that "
+              "changes, bleeds, itches or worries the patient, whatever this result says.")
+
+
+@dataclass(frozen=True)
+class Prediction:
+    label: str
+    index: int
+    confidence: float  # calibrated top probability
+    probabilities: dict  # label -> calibrated probability, highest first
+    malignant_risk: float  # summed probability of the card's malignant classes
+    uncertain: bool  # top probability below the card's calibrated threshold
+    next_step: str
+    heatmap: np.ndarray | None = field(repr=False, default=None)  # [0, 1] at the photo's size
+    image: np.ndarray | None = field(repr=False, default=None)  # the RGB photo (uint8)
+
+    def overlay(self) -> Image.Image:
+        return overlay(self.image, self.heatmap)
+
+    def to_dict(self) -> dict:
+        return {"label": self.label, "confidence": round(self.confidence, 4),
+                "probabilities": {k: round(v, 4) for k, v in self.probabilities.items()},
+                "malignant_risk": round(self.malignant_risk, 4), "uncertain": self.uncertain,
+                "next_step": self.next_step}
+
+
+def next_step(risk: float, uncertain: bool, calibration: dict) -> str:
+    refer = calibration.get("refer_at_risk")
+    if refer is not None and risk >= refer:
+        sens = calibration.get("refer_sensitivity", 0.9)
+        return (f"Refer to a dermatologist: malignant risk {risk:.0%} is at or above the referral threshold "
+                f"{refer:.0%} (set to catch {sens:.0%} of malignant lesions in validation).")
+    if uncertain:
+        return "Uncertain result: retake the photo (in focus, lesion centred) or refer to a dermatologist."
+    return "Below the referral threshold: routine monitoring; refer if the lesion changes."
+
+
+class Classifier:
+    def __init__(self, artifact: Artifact, backend):
+        self.artifact, self.backend = artifact, backend
+        self.temperature = float(artifact.calibration.get("temperature") or 1.0)
+        self._malignant = [artifact.labels.index(k) for k in artifact.malignant_labels]
+
+    @classmethod
+    def load(cls, path, threads: int = 4, verify: bool = True) -> "Classifier":
+        artifact = load_artifact(Path(path), verify)
+        return cls(artifact, open_backend(artifact.path, threads))
+
+    @property
+    def has_cam(self) -> bool:
+        return getattr(self.backend, "cam", True) is not None
+
+    def infer(self, rgb: Image.Image, with_cam: bool = True):
+        """Raw scores (logits) and CAM for one RGB image: the part a benchmark times."""
+        x = normalize(resize(rgb, self.artifact.input_size)[None], self.artifact.mean, self.artifact.std)
+        return self.backend.run(x, with_cam)
+
+    def predict(self, image: ImageLike, with_cam: bool = True, target: str | None = None) -> Prediction:
+        """`target`: the class whose heatmap to draw (default: the predicted one)."""
+        rgb = open_rgb(image)
+        logits, cam = self.infer(rgb, with_cam)
+        z = logits / self.temperature
+        p = np.exp(z - z.max())
+        p /= p.sum()
+        labels = self.artifact.labels
+        k = int(p.argmax())
+        risk = float(p[self._malignant].sum()) if self._malignant else 0.0
+        uncertain = bool(p[k] < float(self.artifact.calibration.get("uncertain_below") or 0.0))
+        heat = None
+        if target is not None and target not in labels:
+            raise EdgeRuntimeError(f"unknown target class {target!r}; choose one of {labels}")
+        if cam is not None:
+            shown = labels.index(target) if target is not None else k
+            heat = to_heatmap(cam[shown], (rgb.height, rgb.width))
+        ranked = {labels[i]: float(p[i]) for i in np.argsort(-p)}
+        return Prediction(labels[k], k, float(p[k]), ranked, risk, uncertain,
+                          next_step(risk, uncertain, self.artifact.calibration), heat, np.asarray(rgb))

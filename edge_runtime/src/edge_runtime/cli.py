@@ -1,0 +1,110 @@
+"""edge_runtime predict | benchmark | serve (argparse: no dependency beyond the runtime's own)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from edge_runtime.errors import EdgeRuntimeError
+
+
+def _predict(args) -> None:
+    from edge_runtime.classifier import DISCLAIMER, Classifier
+
+    clf = Classifier.load(args.model, args.threads, verify=not args.no_verify)
+    if args.cam_out:
+        Path(args.cam_out).mkdir(parents=True, exist_ok=True)
+    for image in args.images:
+        p = clf.predict(image, with_cam=bool(args.cam_out) or not args.json, target=args.target)
+        row = {"image": image, **p.to_dict()}
+        if args.cam_out and p.heatmap is not None:
+            out = Path(args.cam_out) / f"{Path(image).stem}_cam.png"
+            tmp = out.with_name(f".{out.name}.tmp")
+            p.overlay().save(tmp, format="PNG")
+            tmp.replace(out)  # never a half-written PNG
+            row["heatmap_png"] = str(out)
+        if args.json:
+            print(json.dumps(row))
+            continue
+        flag = "  [uncertain]" if p.uncertain else ""
+        print(f"{image}: {p.label} {p.confidence:.1%}{flag}  malignant risk {p.malignant_risk:.1%}")
+        for label, prob in list(p.probabilities.items())[:args.top]:
+            print(f"  {label:<10} {prob:6.1%}")
+        print(f"  {p.next_step}" + (f"\n  heatmap: {row['heatmap_png']}" if "heatmap_png" in row else ""))
+    if not args.json:
+        print(DISCLAIMER)
+
+
+def _benchmark(args) -> None:
+    from edge_runtime.bench import benchmark
+
+    r = benchmark(Path(args.model), args.threads, args.runs, args.warmup, args.data, args.image, not args.no_cold)
+    if args.json:
+        print(json.dumps(r, indent=2))
+        return
+    m = r["method"]
+    print(f"{r['model']['file']} on {r['device']['machine']} ({m['interpreter']}, {m['delegate']}, "
+          f"{m['threads']} threads, {m['warmup']} warm-ups, {m['runs']} runs)")
+    print(f"  load {r['load_ms']:.1f} ms, first inference {r['first_inference_ms']:.1f} ms, peak RSS "
+          f"{r['peak_rss_mb']:.0f} MB" + (f", cold start {r['cold_start_ms']:.0f} ms" if "cold_start_ms" in r else ""))
+    for key in ("inference", "end_to_end_without_cam", "end_to_end_with_cam"):
+        if r[key]:
+            t = r[key]
+            print(f"  {key:<24} p50 {t['p50_ms']:7.2f}  p90 {t['p90_ms']:7.2f}  p99 {t['p99_ms']:7.2f} ms")
+    if "accuracy" in r:
+        a = r["accuracy"]
+        print(f"  balanced accuracy {a['balanced_accuracy']:.3f} on {a['n']} images; recall "
+              + ", ".join(f"{k} {v:.2f}" for k, v in a["recall"].items()))
+
+
+def _serve(args) -> None:
+    from edge_runtime.server import serve
+
+    serve(args.model, args.host, args.port, args.threads)
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="edge_runtime", description="Skin-lesion classification with a heatmap, "
+                                 "on the device. Decision support only, not a diagnosis.")
+    sub = ap.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("predict", help="rank the classes for each image; optionally write heatmap overlays")
+    p.add_argument("model")
+    p.add_argument("images", nargs="+")
+    p.add_argument("--json", action="store_true", help="one JSON object per image")
+    p.add_argument("--cam-out", help="folder for <image>_cam.png overlays")
+    p.add_argument("--target", help="class whose heatmap to draw (default: the predicted one)")
+    p.add_argument("--top", type=int, default=3)
+    p.set_defaults(run=_predict)
+    b = sub.add_parser("benchmark", help="latency, memory and cold start; accuracy with --data")
+    b.add_argument("model")
+    b.add_argument("--data", type=Path, help="CSV with path,label columns, or a folder of class folders")
+    b.add_argument("--image", type=Path, help="photo to time (default: a neutral 600x450 image)")
+    b.add_argument("--runs", type=int, default=100)
+    b.add_argument("--warmup", type=int, default=10)
+    b.add_argument("--no-cold", action="store_true", help="skip the cold-start process")
+    b.add_argument("--json", action="store_true")
+    b.set_defaults(run=_benchmark)
+    s = sub.add_parser("serve", help="a local web page: upload or take a photo, see the result and heatmap")
+    s.add_argument("model")
+    s.add_argument("--host", default="127.0.0.1", help="loopback by default; 0.0.0.0 exposes it to the network")
+    s.add_argument("--port", type=int, default=8080)
+    s.set_defaults(run=_serve)
+    for sp in (p, b, s):
+        sp.add_argument("--threads", type=int, default=4)
+        sp.add_argument("--no-verify", action="store_true", help="run even if the SHA-256 does not match the card")
+    return ap
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    if args.threads < 1:
+        print(f"error: --threads {args.threads} must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        args.run(args)
+    except EdgeRuntimeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0

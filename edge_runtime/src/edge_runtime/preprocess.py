@@ -1,0 +1,71 @@
+"""Image -> model input, exactly as edgeskin trained: EXIF orientation applied, any PIL mode to
+RGB, the whole image resized to the card's input size with PIL's antialiased bilinear filter,
+then the card's normalisation. edgeskin's own data loader imports `to_rgb` from here, so
+training and the device cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from edge_runtime.errors import EdgeRuntimeError
+
+MAX_PIXELS = 100_000_000  # refuse decompression bombs before decoding (~10k x 10k)
+ImageLike = Union[str, Path, bytes, Image.Image, np.ndarray]
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """RGB from any PIL mode: EXIF orientation applied, alpha dropped onto white, 16-bit scaled to 8-bit."""
+    img = ImageOps.exif_transpose(img)
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        scale = 65535.0 if arr.max() > 255 else 255.0
+        img = Image.fromarray(np.clip(arr / scale * 255.0, 0, 255).astype(np.uint8), mode="L")
+    if img.mode in ("RGBA", "LA", "P"):
+        img = img.convert("RGBA")
+        background = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, img)
+    return img.convert("RGB")
+
+
+def open_rgb(image: ImageLike, name: str = "image") -> Image.Image:
+    """Any accepted input -> an RGB PIL image at its own resolution (checked, pixel-limited)."""
+    if isinstance(image, np.ndarray):
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise EdgeRuntimeError(f"{name}: arrays must be uint8 H x W x 3 RGB, got {image.dtype} {image.shape}")
+        return Image.fromarray(image)
+    if isinstance(image, Image.Image):
+        return to_rgb(image)
+    if isinstance(image, (str, Path)):
+        name = str(image)
+        try:
+            image = Path(image).read_bytes()
+        except OSError as exc:
+            raise EdgeRuntimeError(f"cannot read {name} ({exc.strerror}); check the path") from None
+    try:
+        with Image.open(io.BytesIO(image)) as img:
+            if img.width * img.height > MAX_PIXELS:
+                raise EdgeRuntimeError(f"{name} is {img.width}x{img.height} pixels, above the "
+                                       f"{MAX_PIXELS:,} limit; downscale it first")
+            img.load()
+            return to_rgb(img)
+    except UnidentifiedImageError:
+        raise EdgeRuntimeError(f"{name} is not an image (JPEG, PNG, ...); send a photo of the lesion") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise EdgeRuntimeError(f"{name} is corrupt or truncated ({exc}); take or export it again") from None
+
+
+def resize(rgb: Image.Image, size_hw: tuple[int, int]) -> np.ndarray:
+    """The whole image to (h, w), no crop: what the card's `resize: bilinear` means."""
+    return np.asarray(rgb.resize((size_hw[1], size_hw[0]), Image.BILINEAR), dtype=np.uint8)
+
+
+def normalize(pixels: np.ndarray, mean, std) -> np.ndarray:
+    """uint8 N x H x W x 3 -> float32 NHWC, (pixels / 255 - mean) / std, as in training."""
+    x = pixels.astype(np.float32) / 255.0
+    return (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
