@@ -155,6 +155,13 @@ def ham_mobile() -> dict[str, Any]:
 
 
 @register_recipe
+def ham_edge_int8() -> dict[str, Any]:
+    """ham-mobile with an int8-friendly backbone (ReLU MobileNetV3-Small "minimal"): its full-int8
+    .tflite stays within the export tolerances where hard-swish/squeeze-excite MobileNetV3 does not."""
+    return {**ham_mobile(), "backbone": "edgeskin_mnv3_small_minimal", "name": "ham-edge-int8"}
+
+
+@register_recipe
 def densenet121_7class() -> dict[str, Any]:
     """The seeds' DenseNet121 7-class setup: 224 px, class-weighted loss, AdamW + cosine."""
     return dict(backbone="densenet121", input_size=(224, 224), epochs=30, batch_size=32, lr=1e-3,

@@ -23,6 +23,7 @@ class DemoResult:
     compress_summary: Path
     tflite: Path
     tflite_status: str
+    heatmap_png: Path
 
 
 def run_demo(cfg: DemoConfig) -> DemoResult:
@@ -32,21 +33,23 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
     from edgeskin.export import export
     from edgeskin.train import train
 
-    print("edgeskin demo: 1/4 train on the embedded SYNTHETIC dataset (not patient data)")
+    print("edgeskin demo: 1/5 train on the embedded SYNTHETIC dataset (not patient data)")
     trained = train(recipe_config("demo", dict(project=cfg.project, epochs=cfg.epochs, device=cfg.device,
                                                exist_ok=True)))
-    print("edgeskin demo: 2/4 evaluate on the lesion-grouped test split")
+    print("edgeskin demo: 2/5 evaluate on the lesion-grouped test split")
     ev = evaluate(EvalConfig(run=str(trained.run_dir), split="test", device=cfg.device))
     m = ev.metrics
     print(f"\ntest balanced accuracy {m['balanced_accuracy']:.3f} "
           f"[{m['ci95']['balanced_accuracy'][0]:.3f}-{m['ci95']['balanced_accuracy'][1]:.3f}], "
           f"macro AUC {m['auc_macro']:.3f}, {m['positive']['label']} sensitivity {m['positive']['sensitivity']:.3f} "
           f"(chance: {1 / len(m['per_class']):.3f})")
-    print("edgeskin demo: 3/4 compress: INT8 post-training quantization, then quantization-aware training")
+    print("edgeskin demo: 3/5 compress: INT8 post-training quantization, then quantization-aware training")
     squeezed = compress(CompressConfig(run=str(trained.run_dir), int8=True, epochs=2, calib_images=100,
                                        device=cfg.device))
-    print("edgeskin demo: 4/4 export the QAT model to full-integer int8 .tflite and validate it with LiteRT")
+    print("edgeskin demo: 4/5 export the QAT model to full-integer int8 .tflite and validate it with LiteRT")
     exported = export(ExportConfig(run=str(trained.run_dir), target="tflite", precision="int8", allow_degraded=True))
+    print("edgeskin demo: 5/5 run the .tflite with edge_runtime (numpy + LiteRT, as on a device) on a test image")
+    prediction, heatmap_png = _edge_predict(trained.run_dir, exported.artifact)
     print(f"results: {trained.run_dir}")
     print(f"  model card  {trained.run_dir / 'model_card.json'}")
     print(f"  checkpoint  {trained.run_dir / trained.card.weights['file']}")
@@ -55,5 +58,24 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
     v = exported.validation
     print(f"  int8 tflite {exported.artifact} ({exported.status}: top-1 agreement {v['top1_agreement']:.3f}, "
           f"CAM r {v['cam_pearson_mean']:.3f}, balanced accuracy {v['balanced_accuracy']:.3f} on val)")
+    print(f"  on device   edge_runtime predict {exported.artifact.name} -> {prediction.label} "
+          f"{prediction.confidence:.0%}, heatmap {heatmap_png}")
     return DemoResult(trained.run_dir, ev.files["markdown"], m["balanced_accuracy"], squeezed.out_dir / "summary.md",
-                      exported.artifact, exported.status)
+                      exported.artifact, exported.status, heatmap_png)
+
+
+def _edge_predict(run_dir: Path, artifact: Path):
+    """What `edge_runtime predict MODEL IMAGE --cam-out DIR` does, on the first test image."""
+    from edge_runtime import Classifier
+
+    from edgeskin.card import ModelCard
+    from edgeskin.evaluate.run import run_data
+    from edgeskin.fileio import atomic_path
+
+    data, split = run_data(run_dir, ModelCard.load(run_dir))
+    photo = data.samples[split.indices("test")[0]].path
+    prediction = Classifier.load(artifact).predict(photo)
+    out = run_dir / "edge" / f"{Path(photo).stem}_cam.png"
+    with atomic_path(out) as tmp:
+        prediction.overlay().save(tmp, format="PNG")
+    return prediction, out
