@@ -125,9 +125,13 @@ def compress(run, **options) -> None:
 
 @cli.command()
 @click.argument("run", type=click.Path())
-@click.option("--target", default="onnx", show_default=True, help="Artifact format (onnx).")
+@click.option("--target", default="onnx", show_default=True, help="onnx, tflite, or mediapipe (.tflite for "
+              "MediaPipe's ImageClassifier: float input, scores only).")
 @click.option("--precision", default="fp32", show_default=True,
-              help="fp32, fp16 (tflite), or int8 (from the QAT model of `compress --int8`).")
+              help="fp32, fp16 (tflite), or int8.")
+@click.option("--int8-from", "int8_from", default="qat", show_default=True,
+              help="int8 .tflite source weights: qat (`compress --int8`'s model) or fp32 (the trained weights, "
+                   "calibrated by the converter alone).")
 @click.option("--allow-degraded", is_flag=True, help="Exit 0 even if validation fails (the file is marked).")
 @click.option("--cam-images", default=64, show_default=True, type=int, help="Images for the CAM fidelity check.")
 @click.option("--calib-images", default=200, show_default=True, type=int, help="Training images calibrating int8 .tflite.")
@@ -146,12 +150,31 @@ def export(run, **options) -> None:
 
 @cli.command()
 @click.argument("run", type=click.Path())
-@click.argument("inputs", type=click.Path())
+@click.argument("inputs", type=click.Path(), required=False)
 @click.option("--method", default="gradcam", show_default=True,
               help="gradcam, gradcam++, xgradcam, layercam, scorecam, eigencam, hirescam, or edge (in-graph CAM).")
 @click.option("--target-class", "target", help="Class to explain (default: the predicted one).")
-def explain(run, inputs, method, target) -> None:
-    """Heatmap overlays explaining RUN's decision on an image or a folder of images."""
+@click.option("--quality", is_flag=True, help="Instead of overlays: score every method and exported CAM head "
+              "on the run's split (lesion masks, ROAD, confidence change) -> RUN/explain/quality/report.md.")
+@click.option("--methods", default=",".join(("gradcam", "gradcam++", "xgradcam", "layercam", "eigencam", "hirescam",
+                                             "edge")), show_default=True, help="With --quality.")
+@click.option("--split", default="test", show_default=True, help="With --quality: val or test.")
+@click.option("--images", default=200, show_default=True, type=int, help="With --quality: images scored.")
+@click.option("--road-images", default=50, show_default=True, type=int, help="With --quality: images for ROAD.")
+def explain(run, inputs, method, target, quality, methods, split, images, road_images) -> None:
+    """Heatmap overlays explaining RUN's decision on an image or a folder of images (or, with
+    --quality, a quality report of the heatmaps over the run's labelled split)."""
+    if quality:
+        from edgeskin.explain.quality import QualityConfig
+        from edgeskin.explain.quality_report import cam_quality_report
+
+        md = cam_quality_report(QualityConfig(run=run, split=split, images=images, road_images=road_images,
+                                              methods=tuple(m for m in methods.split(",") if m)))
+        click.echo(md.read_text())
+        click.echo(f"report: {md}")
+        return
+    if inputs is None:
+        raise EdgeskinError("explain needs an image or a folder of images (or --quality for the report)")
     from edgeskin.explain.pipeline import ExplainConfig
     from edgeskin.explain.pipeline import explain as run_explain
 
@@ -175,6 +198,33 @@ def synth(out, n_images, seed, size) -> None:
         raise EdgeskinError(f"--n {n_images}; use 1 or more images")
     path = generate(out, SyntheticSpec(n_images=n_images, seed=seed, height=size[0], width=size[1]))
     click.echo(f"synthetic dataset: {path}")
+
+
+@cli.command()
+@click.argument("run", type=click.Path())
+@click.option("--targets", default="", help="Comma-separated, e.g. torch-fp32,tflite-int8 (default: all exported).")
+@click.option("--threads", default="1,4", show_default=True, help="One x86-host device profile per count.")
+@click.option("--import", "imports", multiple=True, type=click.Path(),
+              help="`edge_runtime benchmark --json` output from another device (repeatable).")
+@click.option("--split", default="test", show_default=True)
+@click.option("--runs", default=50, show_default=True, type=int)
+@click.option("--warmup", default=5, show_default=True, type=int)
+@click.option("--no-cold-start", is_flag=True, help="Skip the cold-start process per file.")
+def benchmark(run, targets, threads, imports, split, runs, warmup, no_cold_start) -> None:
+    """Accuracy vs latency vs memory for every artifact of RUN, per device: RUN/benchmark/report.md."""
+    from edgeskin.config import BenchmarkConfig
+
+    try:
+        counts = tuple(int(t) for t in threads.split(","))
+    except ValueError:
+        raise EdgeskinError(f"--threads {threads!r}: use comma-separated integers, e.g. 1,4") from None
+    from edgeskin.benchmark import benchmark as run_benchmark
+
+    cfg = BenchmarkConfig(run=run, targets=tuple(t for t in targets.split(",") if t), threads=counts,
+                          imports=tuple(imports), split=split, runs=runs, warmup=warmup, cold_start=not no_cold_start)
+    result = run_benchmark(cfg)
+    click.echo("\n".join(ln for ln in result.markdown.read_text().splitlines() if ln.startswith("|")))
+    click.echo(f"report: {result.markdown} (+ report.json, {', '.join(p.name for p in result.plots)})")
 
 
 @cli.command()

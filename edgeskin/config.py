@@ -129,6 +129,32 @@ class ExportConfig:
     allow_degraded: bool = False  # keep going (exit 0) when validation fails
     cam_images: int = 64  # validation images whose CAM is compared with pytorch-grad-cam
     calib_images: int = 200  # training images that calibrate int8 .tflite
+    int8_from: str = "qat"  # int8 source weights: "qat" (compress --int8) or "fp32" (converter calibration only)
+
+    def __post_init__(self) -> None:
+        if self.int8_from not in ("qat", "fp32"):
+            raise EdgeskinError(f"unknown --int8-from {self.int8_from!r}; choose one of ['fp32', 'qat']")
+
+
+@dataclass(frozen=True)
+class BenchmarkConfig:
+    run: str
+    targets: tuple[str, ...] = ()  # empty: torch fp32 and every exported .onnx/.tflite of the run
+    threads: tuple[int, ...] = (1, 4)  # one "x86 host" device profile per thread count
+    imports: tuple[str, ...] = ()  # `edge_runtime benchmark --json` files from other devices
+    split: str = "test"
+    runs: int = 50
+    warmup: int = 5
+    cam_images: int = 64
+    cold_start: bool = True
+
+    def __post_init__(self) -> None:
+        if self.split not in ("val", "test"):
+            raise EdgeskinError(f"unknown --split {self.split!r}; choose one of ['test', 'val']")
+        if not self.threads or min(self.threads) < 1:
+            raise EdgeskinError(f"--threads {list(self.threads)} must be positive integers, e.g. 1,4")
+        if self.runs < 1 or self.warmup < 0:
+            raise EdgeskinError(f"--runs {self.runs} must be >= 1 and --warmup {self.warmup} >= 0")
 
 
 # Named recipes: each returns the TrainConfig fields it sets; explicit CLI options override them.

@@ -24,32 +24,37 @@ class DemoResult:
     tflite: Path
     tflite_status: str
     heatmap_png: Path
+    benchmark: Path
 
 
 def run_demo(cfg: DemoConfig) -> DemoResult:
+    from edgeskin.benchmark import benchmark
     from edgeskin.compress.pipeline import compress
-    from edgeskin.config import CompressConfig, ExportConfig
+    from edgeskin.config import BenchmarkConfig, CompressConfig, ExportConfig
     from edgeskin.evaluate import evaluate
     from edgeskin.export import export
     from edgeskin.train import train
 
-    print("edgeskin demo: 1/5 train on the embedded SYNTHETIC dataset (not patient data)")
+    print("edgeskin demo: 1/6 train on the embedded SYNTHETIC dataset (not patient data)")
     trained = train(recipe_config("demo", dict(project=cfg.project, epochs=cfg.epochs, device=cfg.device,
                                                exist_ok=True)))
-    print("edgeskin demo: 2/5 evaluate on the lesion-grouped test split")
+    print("edgeskin demo: 2/6 evaluate on the lesion-grouped test split")
     ev = evaluate(EvalConfig(run=str(trained.run_dir), split="test", device=cfg.device))
     m = ev.metrics
     print(f"\ntest balanced accuracy {m['balanced_accuracy']:.3f} "
           f"[{m['ci95']['balanced_accuracy'][0]:.3f}-{m['ci95']['balanced_accuracy'][1]:.3f}], "
           f"macro AUC {m['auc_macro']:.3f}, {m['positive']['label']} sensitivity {m['positive']['sensitivity']:.3f} "
           f"(chance: {1 / len(m['per_class']):.3f})")
-    print("edgeskin demo: 3/5 compress: INT8 post-training quantization, then quantization-aware training")
+    print("edgeskin demo: 3/6 compress: INT8 post-training quantization, then quantization-aware training")
     squeezed = compress(CompressConfig(run=str(trained.run_dir), int8=True, epochs=2, calib_images=100,
                                        device=cfg.device))
-    print("edgeskin demo: 4/5 export the QAT model to full-integer int8 .tflite and validate it with LiteRT")
+    print("edgeskin demo: 4/6 export the QAT model to full-integer int8 .tflite and validate it with LiteRT")
     exported = export(ExportConfig(run=str(trained.run_dir), target="tflite", precision="int8", allow_degraded=True))
-    print("edgeskin demo: 5/5 run the .tflite with edge_runtime (numpy + LiteRT, as on a device) on a test image")
+    print("edgeskin demo: 5/6 run the .tflite with edge_runtime (numpy + LiteRT, as on a device) on a test image")
     prediction, heatmap_png = _edge_predict(trained.run_dir, exported.artifact)
+    print("edgeskin demo: 6/6 benchmark: accuracy vs latency vs memory, torch fp32 against the int8 .tflite")
+    bench = benchmark(BenchmarkConfig(run=str(trained.run_dir), targets=("torch-fp32", "tflite-int8"), threads=(1,),
+                                      runs=20, warmup=3, cam_images=32))
     print(f"results: {trained.run_dir}")
     print(f"  model card  {trained.run_dir / 'model_card.json'}")
     print(f"  checkpoint  {trained.run_dir / trained.card.weights['file']}")
@@ -60,8 +65,9 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
           f"CAM r {v['cam_pearson_mean']:.3f}, balanced accuracy {v['balanced_accuracy']:.3f} on val)")
     print(f"  on device   edge_runtime predict {exported.artifact.name} -> {prediction.label} "
           f"{prediction.confidence:.0%}, heatmap {heatmap_png}")
+    print(f"  benchmark   {bench.markdown} (+ report.json, {', '.join(p.name for p in bench.plots)})")
     return DemoResult(trained.run_dir, ev.files["markdown"], m["balanced_accuracy"], squeezed.out_dir / "summary.md",
-                      exported.artifact, exported.status, heatmap_png)
+                      exported.artifact, exported.status, heatmap_png, bench.markdown)
 
 
 def _edge_predict(run_dir: Path, artifact: Path):

@@ -11,6 +11,15 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 HAM_ROOT = ROOT.parent / "shared" / "data" / "HAM10000"
+SMALL_MODEL_REPORTS: list[Path] = []  # benchmark reports to show in the terminal summary (CI output)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """CI's log shows the small-model benchmark table the demo test wrote."""
+    for report in SMALL_MODEL_REPORTS:
+        if report.is_file():
+            terminalreporter.section(f"small-model benchmark report ({report})")
+            terminalreporter.write_line(report.read_text())
 
 
 @pytest.fixture(scope="session", autouse=True)

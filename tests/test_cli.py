@@ -6,7 +6,7 @@ import shutil
 import pytest
 from PIL import Image
 
-from conftest import one_line_error, run_cli
+from conftest import SMALL_MODEL_REPORTS, one_line_error, run_cli
 
 FAST = ["--backbone", "edgeskin_cnn_s", "--input-size", "32x48", "--epochs", "1", "--batch-size", "16"]
 
@@ -89,8 +89,11 @@ def test_demo_main_job(tmp_path):
     assert "SYNTHETIC" in proc.stdout
     run = tmp_path / "demo"
     for f in ("model_card.json", "best.pt", "split.csv", "eval/test/report.md", "compress/summary.md",
-              "export/edgeskin_cnn_s_int8.tflite", "export/edgeskin_cnn_s_int8.tflite.json"):
+              "export/edgeskin_cnn_s_int8.tflite", "export/edgeskin_cnn_s_int8.tflite.json",
+              "benchmark/report.md", "benchmark/report.json", "benchmark/size_vs_accuracy.png"):
         assert (run / f).exists(), f
+    assert list((run / "edge").glob("*_cam.png")) and "edge_runtime predict" in proc.stdout
+    SMALL_MODEL_REPORTS.append(run / "benchmark" / "report.md")  # printed at the end of the test run (CI log)
     assert f"results: {run}" in proc.stdout and "int8 tflite" in proc.stdout
     ba = json.loads((run / "eval/test/metrics.json").read_text())["balanced_accuracy"]
     assert ba > 0.5  # clearly better than chance (1/7)

@@ -1,6 +1,8 @@
 """Explanations: every method runs, the CAM of a trained tiny model lands on the lesion (known
 synthetic masks), and the explain command writes overlays a person can look at."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -94,3 +96,33 @@ def test_explain_bad_input(trained, tmp_path):
     img = tmp_path / "a.png"
     Image.new("RGB", (30, 20)).save(img)
     assert "melanoma" in one_line_error(run_cli("explain", run, img, "--target-class", "melanoma"))
+
+
+def test_quality_report_scores_methods_and_exported_cam_heads(exported_tiny):
+    """Localisation against the synthetic masks, ROAD and confidence change per method, and the
+    exported files' CAM heads beside torch Grad-CAM."""
+    from edgeskin.explain.quality import QualityConfig
+    from edgeskin.explain.quality_report import cam_quality_report
+
+    run = exported_tiny["run"]
+    md = cam_quality_report(QualityConfig(run=str(run), images=40, road_images=8,
+                                          methods=("gradcam", "gradcam++", "edge")))
+    result = json.loads(md.with_name("report.json").read_text())
+    methods = result["methods"]
+    fp32, int8 = "edge: edgeskin_cnn_s_fp32.tflite", "edge: edgeskin_cnn_s_int8.tflite"
+    assert {"gradcam", "gradcam++", "edge", fp32, int8} <= set(methods)
+    assert methods["gradcam"]["overall"]["energy_in_mask"] > result["uniform_energy_in_mask"]
+    assert methods[fp32]["overall"]["pearson_vs_gradcam"] > 0.99  # the exported head is Grad-CAM
+    assert methods[fp32]["overall"]["top20_iou_vs_gradcam"] > 0.9
+    assert 0.5 < methods[int8]["overall"]["pearson_vs_gradcam"] <= 1.0
+    assert len(result["per_image"]["gradcam"]["road"]) == 8
+    assert len(result["per_image"]["edge"]["energy_in_mask"]) == result["n_images"] > 8  # the whole test split (34)
+    assert set(methods["gradcam"]["per_class"]) <= {"akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"}
+    assert "uniform map" in md.read_text() and md.with_name("localisation.png").is_file()
+
+
+def test_quality_report_bad_input(exported_tiny):
+    run = exported_tiny["run"]
+    assert "--method" in one_line_error(run_cli("explain", run, "--quality", "--methods", "gradcam,magic"))
+    assert "--split" in one_line_error(run_cli("explain", run, "--quality", "--split", "train"))
+    assert "image or a folder" in one_line_error(run_cli("explain", run))

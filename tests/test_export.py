@@ -68,6 +68,14 @@ def test_int8_without_compress_is_refused(synth_root, tmp_path):
     run = train(cfg).run_dir
     assert "compress" in one_line_error(run_cli("export", run, "--precision", "int8"))
     assert not list((run / "export").glob("*.onnx")) if (run / "export").exists() else True
+    assert "--int8-from qat" in one_line_error(run_cli("export", run, "--precision", "int8", "--int8-from", "fp32"))
+    assert "choose one of" in one_line_error(run_cli("export", run, "--precision", "int8", "--int8-from", "pt"))
+    # --int8-from fp32: the converter calibrates the trained weights itself; no compress needed.
+    result = export(ExportConfig(run=str(run), target="tflite", precision="int8", int8_from="fp32",
+                                 calib_images=64, allow_degraded=True))
+    described = json.loads(result.card_json.read_text())
+    assert described["model_card"]["quantization"]["source"] == "fp32 weights"
+    assert described["validation"]["n"] > 0 and described["artifact"]["precision"] == "int8"
 
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])

@@ -51,7 +51,7 @@ def torch2onnx(model: nn.Module, input_size: tuple[int, int], path: Path, precis
     Export with TorchScript tracing (dynamo=False): the route that turns NNCF's quantizers,
     once stripped to native torch fake-quantize ops, into standard QuantizeLinear/DequantizeLinear."""
     model = copy.deepcopy(model).cpu().eval()
-    if precision == "int8":
+    if precision == "int8" and "__nncf_hooks" in dict(model.named_children()):  # QAT model (not --int8-from fp32)
         import nncf
 
         model = nncf.strip(model, do_copy=False, strip_format=nncf.StripFormat.NATIVE,
@@ -133,7 +133,7 @@ def _litert_runner(path: Path):
 
 TARGETS = {
     "onnx": Target(".onnx", torch2onnx, OnnxRunner, ("fp32", "int8")),
-    "tflite": Target(".tflite", torch2tflite, _litert_runner, ("fp32", "fp16", "int8")),
+    "tflite": Target(".tflite", torch2tflite, _litert_runner, ("fp32", "fp16", "int8", "int16x8")),
     "mediapipe": Target("_mediapipe.tflite", torch2mediapipe, _litert_runner, ("fp32", "int8"), "probabilities",
                         takes_unit_pixels=True),
 }

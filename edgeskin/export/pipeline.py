@@ -37,10 +37,22 @@ class ExportResult:
     failures: list[str]
 
 
-def _source(run: Path, card: ModelCard, precision: str) -> tuple[ModelCard, torch.nn.Module, torch.nn.Module]:
+def _source(run: Path, card: ModelCard, precision: str, int8_from: str = "qat",
+            target: str = "tflite") -> tuple[ModelCard, torch.nn.Module, torch.nn.Module]:
     fp32 = load_run_model(run, card, torch.device("cpu"))
+    if precision == "int16x8":  # QAT trains int8 activations; 16x8 calibrates the float weights
+        return card.replace(quantization={"scheme": "int16 activations, int8 weights (LiteRT 16x8)",
+                                          "method": "post-training calibration by onnx2tf", "tool": "onnx2tf",
+                                          "source": "fp32 weights"}), fp32, fp32
     if precision != "int8":  # fp32 and fp16 files are made from the float weights
         return card, fp32, fp32
+    if int8_from == "fp32":
+        if target == "onnx":
+            raise EdgeskinError("int8 .onnx carries the QAT model's quantizers; use --int8-from qat after "
+                                f"`edgeskin compress {run} --int8`")
+        # Post-training quantization by the converter alone (onnx2tf calibrates on real images).
+        return card.replace(quantization={"scheme": "int8 full-integer", "method": "post-training calibration "
+                                          "by onnx2tf", "tool": "onnx2tf", "source": "fp32 weights"}), fp32, fp32
     variant = run / "compress" / "qat_int8"
     if not (variant / "model_card.json").is_file():
         raise EdgeskinError(f"{variant} not found; run `edgeskin compress {run} --int8` before exporting int8")
@@ -109,7 +121,7 @@ def export(cfg: ExportConfig) -> ExportResult:
     if cfg.precision not in target.precisions:
         raise EdgeskinError(f"unknown --precision {cfg.precision!r} for {cfg.target}; choose one of "
                             f"{list(target.precisions)}")
-    src_card, source, fp32 = _source(run, card, cfg.precision)
+    src_card, source, fp32 = _source(run, card, cfg.precision, cfg.int8_from, cfg.target)
     data, split = run_data(run, card)
     val = data.subset(split.indices("val"))
     src_card = _device_card(src_card, source, val)

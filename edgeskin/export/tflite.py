@@ -24,7 +24,11 @@ from edgeskin.errors import EdgeskinError
 CALIBRATION_SAMPLE = "calibration_image_sample_data_20x128x128x3_float32.npy"
 # onnx2tf's file for each precision; int8 is full-integer (int8 input and outputs, their
 # scale/zero-point in the tensors), or int8 inside float32 input/outputs with io="float".
-SUFFIX = {"fp32": "_float32.tflite", "fp16": "_float16.tflite", "int8": "_full_integer_quant.tflite"}
+# int16x8 = LiteRT's 16x8 mode: int16 activations, int8 weights, integer-only; far closer to float
+# than int8 activations, but XNNPACK has no kernels for it (built-in kernels run it).
+SUFFIX = {"fp32": "_float32.tflite", "fp16": "_float16.tflite", "int8": "_full_integer_quant.tflite",
+          "int16x8": "_full_integer_quant_with_int16_act.tflite"}
+CALIBRATED = ("int8", "int16x8")
 FLOAT_IO_INT8 = "_integer_quant.tflite"
 
 
@@ -39,19 +43,19 @@ class Calibration:
 
 
 def onnx2tflite(onnx_path: Path, out_path: Path, precision: str, input_size: tuple[int, int],
-                calibration: Calibration | None = None, io: str = "int8") -> Path:
+                calibration: Calibration | None = None, io: str = "int8", channels: int = 3) -> Path:
     if precision not in SUFFIX:
         raise EdgeskinError(f"unknown --precision {precision!r} for tflite; choose one of {sorted(SUFFIX)}")
-    if precision == "int8" and (calibration is None or len(calibration.pixels) == 0):
-        raise EdgeskinError("int8 .tflite needs calibration images from the run's training split; none were given")
+    if precision in CALIBRATED and (calibration is None or len(calibration.pixels) == 0):
+        raise EdgeskinError(f"{precision} .tflite needs calibration images from the run's training split; none were given")
     h, w = input_size
     with tempfile.TemporaryDirectory(prefix="onnx2tf-") as work:
         rng = np.random.default_rng(0)  # never read for float export; present so nothing downloads
         np.save(Path(work) / CALIBRATION_SAMPLE, rng.random((20, 128, 128, 3), dtype=np.float32))
         shutil.copy(onnx_path, Path(work) / "model.onnx")  # onnx2tf names its outputs after the input
         cmd = [sys.executable, "-m", "onnx2tf", "-i", "model.onnx", "-o", "out", "-n",
-               "-ois", f"image:1,3,{h},{w}"]
-        if precision == "int8":  # onnx2tf drops QDQ pairs, so int8 is calibrated on real images
+               "-ois", f"image:1,{channels},{h},{w}"]
+        if precision in CALIBRATED:  # onnx2tf drops QDQ pairs, so int8 is calibrated on real images
             np.save(Path(work) / "calib.npy", calibration.pixels.astype(np.float32) / 255.0)
             cmd += ["-oiqt", "-cind", "image", "calib.npy", str(list(calibration.mean)), str(list(calibration.std))]
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}

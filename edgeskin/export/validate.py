@@ -27,6 +27,7 @@ TOLERANCES = {
     "fp32": Tolerances(min_agreement=0.99, max_logit_diff=1e-3, min_cam_pearson=0.99, max_ba_drop_pp=0.5),
     "fp16": Tolerances(min_agreement=0.99, max_logit_diff=2e-2, min_cam_pearson=0.99, max_ba_drop_pp=0.5),
     "int8": Tolerances(min_agreement=0.97, max_logit_diff=None, min_cam_pearson=0.9, max_ba_drop_pp=1.0),
+    "int16x8": Tolerances(min_agreement=0.97, max_logit_diff=None, min_cam_pearson=0.9, max_ba_drop_pp=1.0),
 }
 
 
@@ -35,6 +36,7 @@ class Validation:
     status: str  # "validated" or "validation failed"
     metrics: dict
     failures: list[str] = field(default_factory=list)
+    scores: np.ndarray | None = field(default=None, repr=False)  # the file's first output per image
 
 
 def _normalised(pixels: np.ndarray, mean, std) -> np.ndarray:
@@ -94,4 +96,4 @@ def validate(runner, source: torch.nn.Module, fp32: torch.nn.Module, pixels: np.
         failures.append(f"balanced accuracy {drop:.1f} pp below torch fp32 (limit {tol.max_ba_drop_pp} pp)")
     m["balanced_accuracy_drop_pp"] = drop
     m["tolerances"] = vars(tol)
-    return Validation("validation failed" if failures else "validated", m, failures)
+    return Validation("validation failed" if failures else "validated", m, failures, logits)

@@ -13,6 +13,7 @@ set size (getrusage), and the cold-start child's.
 from __future__ import annotations
 
 import csv
+import datetime
 import platform
 import resource
 import subprocess
@@ -83,9 +84,9 @@ def cold_start(model: Path, image: Path, threads: int) -> dict:
 
 
 def benchmark(model: Path, threads: int = 4, runs: int = 100, warmup: int = 10, data: Path | None = None,
-              image: Path | None = None, cold: bool = True) -> dict:
+              image: Path | None = None, cold: bool = True, verify: bool = True) -> dict:
     t = time.perf_counter()
-    clf = Classifier.load(model, threads)
+    clf = Classifier.load(model, threads, verify)
     load_s = time.perf_counter() - t
     with tempfile.TemporaryDirectory(prefix="edge-runtime-") as tmp:
         if image is None:  # a neutral photo-sized input when no image is given
@@ -103,7 +104,7 @@ def _measure(clf, load_s, model, image, threads, runs, warmup, data, cold) -> di
     for _ in range(warmup):
         clf.backend.run(x)
     result = {
-        "model": clf.artifact.describe, "device": {"machine": platform.machine(), "system": platform.system(),
+        "date": datetime.date.today().isoformat(), "model": clf.artifact.describe, "device": {"machine": platform.machine(), "system": platform.system(),
                                                   "python": platform.python_version(), "processor": platform.processor()},
         "method": {"warmup": warmup, "runs": runs, "threads": threads, "interpreter": clf.backend.package,
                    "delegate": clf.backend.delegate, "input_dtype": clf.backend.input_dtype,

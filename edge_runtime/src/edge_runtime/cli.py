@@ -40,7 +40,9 @@ def _predict(args) -> None:
 def _benchmark(args) -> None:
     from edge_runtime.bench import benchmark
 
-    r = benchmark(Path(args.model), args.threads, args.runs, args.warmup, args.data, args.image, not args.no_cold)
+    r = benchmark(Path(args.model), args.threads, args.runs, args.warmup, args.data, args.image, not args.no_cold,
+                  verify=not args.no_verify)
+    r["device"].update(name=args.device_name or r["device"]["machine"], representative=not args.emulated)
     if args.json:
         print(json.dumps(r, indent=2))
         return
@@ -85,6 +87,8 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--warmup", type=int, default=10)
     b.add_argument("--no-cold", action="store_true", help="skip the cold-start process")
     b.add_argument("--json", action="store_true")
+    b.add_argument("--device-name", help="how the report names this device, e.g. 'Raspberry Pi 5'")
+    b.add_argument("--emulated", action="store_true", help="mark timings as not representative (e.g. under qemu)")
     b.set_defaults(run=_benchmark)
     s = sub.add_parser("serve", help="a local web page: upload or take a photo, see the result and heatmap")
     s.add_argument("model")

@@ -1,0 +1,62 @@
+"""`edgeskin benchmark` builds its table from two tiny artifacts plus a row imported from
+another device's `edge_runtime benchmark --json`: rows, ratios and plot files are checked."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import one_line_error, run_cli, run_edge
+
+pytest.importorskip("ai_edge_litert", reason="the export extra is not installed")
+
+
+@pytest.fixture(scope="module")
+def report(exported_tiny, tmp_path_factory):
+    from edgeskin.benchmark import benchmark
+    from edgeskin.config import BenchmarkConfig
+
+    device_json = tmp_path_factory.mktemp("device") / "pi.json"
+    proc = run_edge("benchmark", exported_tiny["tflite_int8"], "--json", "--runs", "5", "--warmup", "1",
+                    "--threads", "1", "--no-cold", "--device-name", "Raspberry Pi 5 (test)", check=True)
+    device_json.write_text(proc.stdout)
+    result = benchmark(BenchmarkConfig(run=str(exported_tiny["run"]), targets=("torch-fp32", "tflite-fp32", "tflite-int8"),
+                                       threads=(1,), imports=(str(device_json),), runs=5, warmup=1, cam_images=16))
+    return result, json.loads(device_json.read_text())
+
+
+def test_rows_ratios_and_plots(report):
+    result, device = report
+    data = json.loads((result.out_dir / "report.json").read_text())
+    rows = data["rows"]
+    host = [r for r in rows if r["device"].startswith("x86 host")]
+    assert sorted(r["target"] for r in host) == ["tflite-fp32", "tflite-int8", "torch-fp32"]
+    by = {r["target"]: r for r in host}
+    torch_p50 = by["torch-fp32"]["p50_ms"]
+    for r in host:  # speed-up is torch's end-to-end p50 over the file's, on the same device
+        assert r["speedup_vs_torch"] == pytest.approx(torch_p50 / r["p50_ms"])
+        assert r["delta_pp"] == pytest.approx(100 * (r["balanced_accuracy"] - by["torch-fp32"]["balanced_accuracy"]))
+        assert 0 < r["p50_ms"] <= r["p90_ms"] and r["peak_rss_mb"] > 10 and r["cold_start_ms"] > r["p50_ms"]
+        assert r["gmacs"] > 0 and r["peak_gmacs"] > 0
+    assert by["tflite-fp32"]["status"] == "validated" and by["tflite-fp32"]["top1_agreement"] == 1.0
+    assert by["tflite-int8"]["size_mb"] < by["tflite-fp32"]["size_mb"]
+    imported = [r for r in rows if r["device"] == "Raspberry Pi 5 (test)"]
+    assert len(imported) == 1 and imported[0]["target"] == "tflite-int8" and imported[0]["date"] == device["date"]
+    assert imported[0]["p50_ms"] == pytest.approx(device["end_to_end_without_cam"]["p50_ms"])
+    assert imported[0]["speedup_vs_torch"] is None  # no torch row on that device to compare with
+    md = result.markdown.read_text()
+    assert md.count("\n| ") == len(rows) + 1 and "Raspberry Pi 5 (test)" in md and "warm-ups" in md
+    names = sorted(p.name for p in result.plots)
+    assert "size_vs_accuracy.png" in names and sum(n.startswith("pareto_") for n in names) == 2
+    for p in result.plots:
+        assert Image.open(p).size[0] > 300 and np.asarray(Image.open(p)).std() > 0
+
+
+def test_bad_benchmark_input(exported_tiny, tmp_path):
+    run = exported_tiny["run"]
+    assert "tflite-int8" in one_line_error(run_cli("benchmark", run, "--targets", "tflite-int4"))
+    assert "--threads" in one_line_error(run_cli("benchmark", run, "--threads", "two"))
+    (tmp_path / "other.json").write_text(json.dumps({"model": {"sha256": "0" * 64}, "device": {"machine": "x"}}))
+    assert "none of this run" in one_line_error(run_cli("benchmark", run, "--targets", "torch-fp32",
+                                                        "--import", tmp_path / "other.json"))
