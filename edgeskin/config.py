@@ -140,7 +140,7 @@ class ExportConfig:
 class BenchmarkConfig:
     run: str
     targets: tuple[str, ...] = ()  # empty: torch fp32 and every exported .onnx/.tflite of the run
-    threads: tuple[int, ...] = (1, 4)  # one "x86 host" device profile per thread count
+    threads: tuple[int, ...] = (1, 4)  # one "this host" device profile per thread count
     imports: tuple[str, ...] = ()  # `edge_runtime benchmark --json` files from other devices
     split: str = "test"
     runs: int = 50

@@ -68,7 +68,10 @@ def test_card_calibration_is_used(exported_tiny, photos):
     expected = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
     p = clf.predict(photos[0][0])
     assert p.confidence == pytest.approx(expected.max(), abs=1e-6)
-    assert p.uncertain == (expected.max() < cal["uncertain_below"])
+    t = cal["temperature"]
+    energy = t * np.log(np.exp(logits / t).sum())  # the energy OOD score the card's threshold is for
+    assert cal["ood_below"] is not None and p.out_of_distribution == (energy < cal["ood_below"])
+    assert p.uncertain == (expected.max() < cal["uncertain_below"] or p.out_of_distribution)
 
 
 def test_never_imports_torch_or_tensorflow(exported_tiny, photos, tmp_path):

@@ -17,8 +17,11 @@ def _f(x, fmt="{:.3f}", none="—"):
     return none if x is None else fmt.format(x)
 
 
-def _peak_key(target: str) -> str:
-    return "torch_fp32" if target.startswith("torch") else ("int8" if target.endswith("int8") else "fp32")
+def _peak_key(target: str) -> str | None:
+    """The probe that matches the file's arithmetic (int16x8 has none: XNNPACK cannot run it)."""
+    if target.startswith("torch"):
+        return "torch_fp32"
+    return {"int8": "int8", "fp32": "fp32", "fp16": "fp32"}.get(target.rsplit("-", 1)[-1])
 
 
 def build_rows(card, quality: dict, rows: list[dict]) -> list[dict]:
@@ -30,13 +33,13 @@ def build_rows(card, quality: dict, rows: list[dict]) -> list[dict]:
         q, t = quality[r["target"]], r["timing"]
         e2e, cam = t["end_to_end_without_cam"], t.get("end_to_end_with_cam")
         gmacs = (card.macs / (t["inference"]["p50_ms"] / 1000) / 1e9) if card.macs else None
-        peak = r.get("peak", {}).get("gmacs", {}).get(_peak_key(r["target"]))
+        peak = r.get("peak", {}).get("gmacs", {}).get(_peak_key(r["target"]) or "")
         imported_acc = t.get("accuracy")
         ba = imported_acc["balanced_accuracy"] if imported_acc else q["balanced_accuracy"]
         out.append({
             "device": r["device"], "date": r["date"], "target": r["target"], "status": q["status"],
             "timings_representative": r["representative"], "size_mb": q["size_mb"], "balanced_accuracy": ba,
-            "accuracy_measured_on": "this device" if imported_acc else "x86 host, same file",
+            "accuracy_measured_on": "this device" if imported_acc else "this host, same file",
             "delta_pp": 100 * (ba - ref_ba), "positive_recall": q["positive_recall"], "auc_macro": q["auc_macro"],
             "ece": q["ece"], "top1_agreement": q["top1_agreement"], "cam_pearson": q["cam_pearson"],
             "p50_ms": e2e["p50_ms"], "p90_ms": e2e["p90_ms"], "p50_cam_ms": cam["p50_ms"] if cam else None,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 import platform
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,7 +118,7 @@ def benchmark(cfg: BenchmarkConfig) -> BenchmarkResult:
         if name != TORCH:
             quality[name] = _validate(name, found[name], run, card, fp32, split, cfg)
             print(f"edgeskin benchmark: {name} {quality[name]['status']}")
-    host = f"x86 host ({platform.processor() or platform.machine()})"
+    host = f"{platform.machine()} host ({os.cpu_count()} cores)"
     rows = []
     for threads in cfg.threads:  # Steps 3-4
         peak = measure.interpreter_peak(threads)

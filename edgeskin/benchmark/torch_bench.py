@@ -9,28 +9,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
-
-def _percentiles(seconds: list[float]) -> dict:
-    ms = 1000 * np.asarray(seconds)
-    return {"p50_ms": float(np.percentile(ms, 50)), "p90_ms": float(np.percentile(ms, 90)),
-            "p99_ms": float(np.percentile(ms, 99)), "mean_ms": float(ms.mean())}
-
-
-def _timed(fn, runs: int) -> list[float]:
-    out = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t)
-    return out
+from edge_runtime.bench import peak_rss_mb, percentiles, timed  # the same statistics as the device side
 
 
 def main(argv=None) -> int:
@@ -83,10 +67,10 @@ def main(argv=None) -> int:
     for _ in range(args.warmup):
         infer()
     result = {"load_ms": 1000 * load_s, "first_inference_ms": 1000 * first_s,
-              "inference": _percentiles(_timed(infer, args.runs)),
-              "end_to_end_without_cam": _percentiles(_timed(lambda: predict(False), args.runs)),
-              "end_to_end_with_cam": _percentiles(_timed(lambda: predict(True), args.runs)),
-              "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+              "inference": percentiles(timed(infer, args.runs)),
+              "end_to_end_without_cam": percentiles(timed(lambda: predict(False), args.runs)),
+              "end_to_end_with_cam": percentiles(timed(lambda: predict(True), args.runs)),
+              "peak_rss_mb": peak_rss_mb(),
               "method": {"warmup": args.warmup, "runs": args.runs, "threads": args.threads,
                          "interpreter": f"torch {torch.__version__} eager", "delegate": "CPU (ATen)",
                          "input_dtype": "float32"}}
@@ -94,7 +78,6 @@ def main(argv=None) -> int:
     subprocess.run([sys.executable, "-m", "edgeskin.benchmark.torch_bench", args.run, "--image", args.image,
                     "--once", "--threads", str(args.threads)], check=True, capture_output=True)
     result["cold_start_ms"] = 1000 * (time.perf_counter() - t)
-    result["cold_start_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(json.dumps(result))
     return 0
 

@@ -1,5 +1,6 @@
 """Overlay PNGs for a clinician: the image, the heatmap in a colour map, and a contour around the
-hottest region (the top `hot_fraction` of the map) so the region reads even in greyscale."""
+hottest region (the top 20% of the map) so the region reads even in greyscale. The drawing is
+edge_runtime's (edge_runtime.heatmap), so a report and a device show the same picture."""
 
 from __future__ import annotations
 
@@ -9,32 +10,15 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
+from edge_runtime.heatmap import overlay as _device_overlay
 from edgeskin.fileio import atomic_path
 
-HOT_FRACTION = 0.2
-
-
-def hot_region(heat: np.ndarray, hot_fraction: float = HOT_FRACTION) -> np.ndarray:
-    return heat >= np.quantile(heat, 1 - hot_fraction)
-
-
-def _edge(region: np.ndarray) -> np.ndarray:
-    inner = region.copy()
-    inner[1:, :] &= region[:-1, :]
-    inner[:-1, :] &= region[1:, :]
-    inner[:, 1:] &= region[:, :-1]
-    inner[:, :-1] &= region[:, 1:]
-    return region & ~inner
 
 
 def overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.45) -> np.ndarray:
-    """uint8 HxWx3 image + [0,1] heat (same HxW) -> uint8 overlay with the hot-region contour."""
-    import matplotlib
-
-    colours = (matplotlib.colormaps["jet"](heat)[..., :3] * 255).astype(np.float32)
-    out = (1 - alpha) * image.astype(np.float32) + alpha * colours
-    out[_edge(hot_region(heat))] = (255, 255, 255)
-    return out.clip(0, 255).astype(np.uint8)
+    """uint8 HxWx3 image + [0,1] heat (same HxW) -> uint8 overlay with the hot-region contour:
+    edge_runtime's own drawing, so explain's PNGs look exactly like the device's."""
+    return np.asarray(_device_overlay(image, heat, alpha))
 
 
 def save_png(array: np.ndarray, path: Path) -> Path:

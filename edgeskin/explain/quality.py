@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from edge_runtime.heatmap import HOT_FRACTION
 from edgeskin.cam import cam_to_heatmap, pearson
 from edgeskin.card import ModelCard
 from edgeskin.errors import EdgeskinError
@@ -29,7 +30,7 @@ from edgeskin.explain.maps import check_method, energy_in_mask, heatmaps, pointi
 from edgeskin.export.validate import _normalised
 
 DEFAULT_METHODS = ("gradcam", "gradcam++", "xgradcam", "layercam", "eigencam", "hirescam", "edge")
-HOT = 0.2  # top 20% of pixels: "the hottest region" in overlays and in the overlap score
+HOT = HOT_FRACTION  # "the hottest region": the same top 20% the overlays outline
 
 
 @dataclass(frozen=True)

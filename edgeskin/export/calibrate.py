@@ -6,6 +6,9 @@ both fitted on the validation split and written into the exported model card.
 - uncertain_below: the highest top probability t such that the validation images predicted with
   less confidence than t are wrong more often than right (top-1 accuracy below 50%, at least
   MIN_IMAGES of them). A device flags those predictions instead of presenting them as answers.
+- ood_below: an out-of-distribution score, the energy T*logsumexp(logits/T) (Liu et al. 2020,
+  "Energy-based Out-of-distribution Detection"); images scoring below the 1st percentile of the
+  validation images look unlike anything the model was trained on, and are flagged too.
 - refer_at_risk: the highest malignant risk (summed probability of the malignant classes) that
   still sends REFER_SENSITIVITY of the malignant validation lesions to a dermatologist.
 """
@@ -16,6 +19,13 @@ import numpy as np
 
 MIN_IMAGES = 10
 REFER_SENSITIVITY = 0.9
+OOD_PERCENTILE = 1.0
+
+
+def energy(logits: np.ndarray, t: float) -> np.ndarray:
+    z = logits / t
+    m = z.max(1)
+    return t * (m + np.log(np.exp(z - m[:, None]).sum(1)))
 
 
 def _log_softmax(z: np.ndarray) -> np.ndarray:
@@ -55,4 +65,5 @@ def calibration(logits: np.ndarray, targets: np.ndarray, malignant: list[int], s
     refer = referral_threshold(probs, targets, malignant)
     return {"temperature": round(t, 4), "uncertain_below": round(uncertain_threshold(probs, targets), 4),
             "refer_at_risk": None if refer is None else round(refer, 4),
+            "ood_below": round(float(np.percentile(energy(logits, t), OOD_PERCENTILE)), 4),
             "refer_sensitivity": REFER_SENSITIVITY, "fitted_on": source}

@@ -26,7 +26,8 @@ class Prediction:
     confidence: float  # calibrated top probability
     probabilities: dict  # label -> calibrated probability, highest first
     malignant_risk: float  # summed probability of the card's malignant classes
-    uncertain: bool  # top probability below the card's calibrated threshold
+    uncertain: bool  # top probability below the card's threshold, or an out-of-distribution image
+    out_of_distribution: bool  # energy score below the card's threshold: unlike the training images
     next_step: str
     heatmap: np.ndarray | None = field(repr=False, default=None)  # [0, 1] at the photo's size
     image: np.ndarray | None = field(repr=False, default=None)  # the RGB photo (uint8)
@@ -38,15 +39,19 @@ class Prediction:
         return {"label": self.label, "confidence": round(self.confidence, 4),
                 "probabilities": {k: round(v, 4) for k, v in self.probabilities.items()},
                 "malignant_risk": round(self.malignant_risk, 4), "uncertain": self.uncertain,
+                "out_of_distribution": self.out_of_distribution,
                 "next_step": self.next_step}
 
 
-def next_step(risk: float, uncertain: bool, calibration: dict) -> str:
+def next_step(risk: float, uncertain: bool, calibration: dict, ood: bool = False) -> str:
     refer = calibration.get("refer_at_risk")
     if refer is not None and risk >= refer:
         sens = calibration.get("refer_sensitivity", 0.9)
         return (f"Refer to a dermatologist: malignant risk {risk:.0%} is at or above the referral threshold "
                 f"{refer:.0%} (set to catch {sens:.0%} of malignant lesions in validation).")
+    if ood:
+        return ("Unusual image for this model (not like the dermoscopy photos it learned from): check it is a "
+                "dermoscopic photo of one lesion, or refer to a dermatologist.")
     if uncertain:
         return "Uncertain result: retake the photo (in focus, lesion centred) or refer to a dermatologist."
     return "Below the referral threshold: routine monitoring; refer if the lesion changes."
@@ -82,7 +87,10 @@ class Classifier:
         labels = self.artifact.labels
         k = int(p.argmax())
         risk = float(p[self._malignant].sum()) if self._malignant else 0.0
-        uncertain = bool(p[k] < float(self.artifact.calibration.get("uncertain_below") or 0.0))
+        cal = self.artifact.calibration
+        energy = self.temperature * (z.max() + np.log(np.exp(z - z.max()).sum()))
+        ood = cal.get("ood_below") is not None and bool(energy < cal["ood_below"])
+        uncertain = bool(p[k] < float(cal.get("uncertain_below") or 0.0)) or ood
         heat = None
         if target is not None and target not in labels:
             raise EdgeRuntimeError(f"unknown target class {target!r}; choose one of {labels}")
@@ -90,5 +98,5 @@ class Classifier:
             shown = labels.index(target) if target is not None else k
             heat = to_heatmap(cam[shown], (rgb.height, rgb.width))
         ranked = {labels[i]: float(p[i]) for i in np.argsort(-p)}
-        return Prediction(labels[k], k, float(p[k]), ranked, risk, uncertain,
-                          next_step(risk, uncertain, self.artifact.calibration), heat, np.asarray(rgb))
+        return Prediction(labels[k], k, float(p[k]), ranked, risk, uncertain, ood,
+                          next_step(risk, uncertain, cal, ood), heat, np.asarray(rgb))
