@@ -1,72 +1,68 @@
-"""Export the real-HAM10000 run to fp32 and int8 .tflite and score each file on the
-lesion-grouped test split with the LiteRT interpreter: balanced accuracy against torch fp32,
-top-1 agreement, and CAM Pearson r against pytorch-grad-cam's Grad-CAM on the torch model.
+"""Export the real-HAM10000 run to every file the benchmark compares, each validated with its
+own runtime on the validation split, and tabulate the validations.
 
-    python benchmarks/ham10000_export.py [--run runs/benchmarks/ham10000-baseline]
+    python benchmarks/ham10000_export.py [--run runs/benchmarks/ham10000-baseline] [--reuse]
 
-Needs the baseline run and its `compress --int8` (benchmarks/ham10000_compress.py). Writes
-benchmarks/results/ham10000_export.{json,md}; the files stay in RUN/export.
+Needs the baseline run (and its `compress --int8` for --with-qat). Files: fp32 .onnx; fp32, fp16,
+int8 and int16x8 .tflite; the int8 MediaPipe .tflite. int8 starts from the fp32 weights
+(--int8-from fp32), which agreed better with torch than the QAT start; --with-qat also exports the
+QAT start as the .onnx int8 file. With --reuse it only tabulates the card JSONs already in
+RUN/export. Writes benchmarks/results/ham10000_export.{json,md}; the test-split numbers and
+timings are in ham10000_benchmark.py's report.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
 import sys
 from pathlib import Path
 
-import torch
-
-from edgeskin.card import ModelCard
-from edgeskin.compress.pipeline import load_variant
-from edgeskin.config import ExportConfig
-from edgeskin.evaluate.run import load_run_model, run_data
-from edgeskin.export import export
-from edgeskin.export.tflite import LiteRTRunner
-from edgeskin.export.validate import validate
 from edgeskin.fileio import write_json, write_text
 
 HERE = Path(__file__).resolve().parent
+EXPORTS = (("onnx", "fp32", []), ("tflite", "fp32", []), ("tflite", "fp16", []),
+           ("tflite", "int8", ["--int8-from", "fp32", "--calib-images", "300"]),
+           ("tflite", "int16x8", ["--calib-images", "300"]),
+           ("mediapipe", "int8", ["--int8-from", "fp32", "--calib-images", "300"]))
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", default="runs/benchmarks/ham10000-baseline")
-    ap.add_argument("--out", default=str(HERE / "results" / "ham10000_export"))
+    ap.add_argument("--reuse", action="store_true")
+    ap.add_argument("--with-qat", action="store_true")
     args = ap.parse_args()
     run = Path(args.run)
-    if not (run / "compress" / "qat_int8" / "model_card.json").is_file():
-        print(f"error: {run}/compress/qat_int8 missing; run benchmarks/ham10000_compress.py first", file=sys.stderr)
-        return 2
-    card = ModelCard.load(run)
-    data, split = run_data(run, card)
-    test = data.subset(split.indices("test"))
-    fp32 = load_run_model(run, card, torch.device("cpu"))
-    qcard, qat = load_variant(run / "compress" / "qat_int8")
+    jobs = list(EXPORTS) + ([("onnx", "int8", [])] if args.with_qat else [])
+    if not args.reuse:
+        for target, precision, extra in jobs:
+            subprocess.run([sys.executable, "-m", "edgeskin", "export", str(run), "--target", target,
+                            "--precision", precision, "--allow-degraded", *extra], check=True)
     rows = []
-    for precision, source, src_card in (("fp32", fp32, card), ("int8", qat, qcard)):
-        result = export(ExportConfig(run=str(run), target="tflite", precision=precision, allow_degraded=True))
-        on_test = validate(LiteRTRunner(result.artifact), source, fp32, test.pixels, test.targets, src_card,
-                           precision, cam_images=200)
-        rows.append({"file": result.artifact.name, "precision": precision,
-                     "size_mb": round(result.artifact.stat().st_size / 1e6, 3), "val": result.validation,
-                     "val_status": result.status, "test": on_test.metrics, "test_status": on_test.status,
-                     "test_failures": on_test.failures})
-        print(f"{precision}: test {on_test.status} {on_test.metrics['balanced_accuracy']:.3f}")
-    out = Path(args.out)
+    for card_json in sorted((run / "export").glob("*.json")):
+        d = json.loads(card_json.read_text())
+        v = d["validation"]
+        rows.append({"file": d["artifact"]["file"], "status": d["status"], "failures": d["failures"],
+                     "size_mb": (run / "export" / d["artifact"]["file"]).stat().st_size / 1e6,
+                     "quantization": d["model_card"].get("quantization"), "validation": v})
+    out = HERE / "results" / "ham10000_export"
     write_json(out.with_suffix(".json"), {"run": str(run), "rows": rows})
-    lines = [f"# HAM10000 run exported to TFLite ({card.backbone}, {card.preprocessing.input_size[0]} px)", "",
-             "Each file run with the LiteRT interpreter on the lesion-grouped test split "
-             f"({rows[0]['test']['n']} images); CAM r against pytorch-grad-cam's Grad-CAM on the torch fp32 model "
-             f"({rows[0]['test']['cam_images']} images). int8 = full-integer, calibrated on 200 training images, "
-             "from the QAT weights.", "",
-             "| file | MB | test bal. acc. | torch fp32 bal. acc. | Δ (pp) | top-1 agreement with its torch source | "
-             "CAM r (mean / min) | status (test) |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["# HAM10000 run exported (mobilenetv3_small_100, 128 px): validation of every file", "",
+             f"Each file run with its own runtime (LiteRT, ONNX Runtime) on the lesion-grouped validation split "
+             f"({rows[0]['validation']['n']} images); agreement with the torch model it came from; CAM r against "
+             "pytorch-grad-cam's Grad-CAM on torch fp32. Test-split numbers and timings: "
+             "`results/ham10000_benchmark/report.md`.", "",
+             "| file | MB | val bal. acc. | torch fp32 | Δ (pp) | top-1 agreement | CAM r | status |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        t = r["test"]
-        lines.append(f"| {r['file']} | {r['size_mb']:.2f} | {t['balanced_accuracy']:.3f} | "
-                     f"{t['torch_fp32_balanced_accuracy']:.3f} | {-t['balanced_accuracy_drop_pp']:+.1f} | "
-                     f"{t['top1_agreement']:.3f} | {t['cam_pearson_mean']:.3f} / {t['cam_pearson_min']:.3f} | "
-                     f"{r['test_status']}{': ' + '; '.join(r['test_failures']) if r['test_failures'] else ''} |")
+        v = r["validation"]
+        cam = "— (no CAM output)" if v["cam_pearson_mean"] is None else f"{v['cam_pearson_mean']:.3f}"
+        lines.append(f"| {r['file']} | {r['size_mb']:.2f} | {v['balanced_accuracy']:.3f} | "
+                     f"{v['torch_fp32_balanced_accuracy']:.3f} | {-v['balanced_accuracy_drop_pp']:+.1f} | "
+                     f"{v['top1_agreement']:.3f} | {cam} | {r['status']}"
+                     f"{': ' + '; '.join(r['failures']) if r['failures'] else ''} |")
     lines += ["", "Reproduce: `python benchmarks/ham10000_export.py`"]
     write_text(out.with_suffix(".md"), "\n".join(lines) + "\n")
     print(f"wrote {out.with_suffix('.md')}")
