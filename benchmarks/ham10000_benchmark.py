@@ -28,7 +28,8 @@ TARGETS = "torch-fp32,onnx-fp32,tflite-fp32,tflite-fp16,tflite-int8,tflite-int16
 def _arm64_row(run: Path, out: Path) -> list[str]:
     if not ARM_TOOL.is_file():
         return []
-    model = f"/work/{run}/export/mobilenetv3_small_100_int8.tflite"
+    backbone = json.loads((run / "model_card.json").read_text())["backbone"]
+    model = f"/work/{run}/export/{backbone}_int8.tflite"
     env = {**os.environ, "ARM_PROJECT_DIR": str(HERE.parent), "ARM_PYTHONPATH": "/work/edge_runtime/src"}
     proc = subprocess.run(["bash", str(ARM_TOOL), "run", "python3", "-m", "edge_runtime", "benchmark", model, "--runs",
                            "5", "--warmup", "1", "--threads", "4", "--json", "--emulated", "--device-name",
@@ -59,9 +60,10 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", default="runs/benchmarks/ham10000-baseline")
     ap.add_argument("--reuse", action="store_true")
+    ap.add_argument("--out", default="ham10000_benchmark", help="folder name under benchmarks/results")
     args = ap.parse_args()
     run = Path(args.run)
-    out = HERE / "results" / "ham10000_benchmark"
+    out = HERE / "results" / args.out
     if not args.reuse:
         extra = _arm64_row(run, run / "arm64_int8.json")
         subprocess.run([sys.executable, "-m", "edgeskin", "benchmark", str(run), "--targets", TARGETS,

@@ -33,6 +33,7 @@ def main() -> int:
     ap.add_argument("--run", default="runs/benchmarks/ham10000-baseline")
     ap.add_argument("--reuse", action="store_true")
     ap.add_argument("--with-qat", action="store_true")
+    ap.add_argument("--out", default="ham10000_export", help="file name under benchmarks/results")
     args = ap.parse_args()
     run = Path(args.run)
     jobs = list(EXPORTS) + ([("onnx", "int8", [])] if args.with_qat else [])
@@ -47,9 +48,10 @@ def main() -> int:
         rows.append({"file": d["artifact"]["file"], "status": d["status"], "failures": d["failures"],
                      "size_mb": (run / "export" / d["artifact"]["file"]).stat().st_size / 1e6,
                      "quantization": d["model_card"].get("quantization"), "validation": v})
-    out = HERE / "results" / "ham10000_export"
+    out = HERE / "results" / args.out
     write_json(out.with_suffix(".json"), {"run": str(run), "rows": rows})
-    lines = ["# HAM10000 run exported (mobilenetv3_small_100, 128 px): validation of every file", "",
+    backbone = json.loads((run / "model_card.json").read_text())["backbone"]
+    lines = [f"# HAM10000 run exported ({backbone}): validation of every file", "",
              f"Each file run with its own runtime (LiteRT, ONNX Runtime) on the lesion-grouped validation split "
              f"({rows[0]['validation']['n']} images); agreement with the torch model it came from; CAM r against "
              "pytorch-grad-cam's Grad-CAM on torch fp32. Test-split numbers and timings: "

@@ -19,6 +19,7 @@ from importlib import resources
 
 from edge_runtime.classifier import DISCLAIMER, Classifier
 from edge_runtime.errors import EdgeRuntimeError
+from edge_runtime.preprocess import open_rgb
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 
@@ -61,10 +62,11 @@ def make_handler(clf: Classifier):
                                             f"{MAX_UPLOAD_BYTES // 2**20} MB limit; send a smaller JPEG"})
             data = self.rfile.read(length)
             try:
+                rgb = open_rgb(data, "the uploaded file")
                 with lock:
-                    p = clf.predict(data)
+                    p = clf.predict(rgb)
             except EdgeRuntimeError as exc:
-                return self._json(HTTPStatus.BAD_REQUEST, {"error": str(exc).replace("image:", "upload:", 1)})
+                return self._json(HTTPStatus.BAD_REQUEST, {"error": str(exc)})
             buf = io.BytesIO()
             if p.heatmap is not None:
                 p.overlay().save(buf, format="PNG")
