@@ -55,7 +55,7 @@ def main() -> int:
              f"Each file run with its own runtime (LiteRT, ONNX Runtime) on the lesion-grouped validation split "
              f"({rows[0]['validation']['n']} images); agreement with the torch model it came from; CAM r against "
              "pytorch-grad-cam's Grad-CAM on torch fp32. Test-split numbers and timings: "
-             "`results/ham10000_benchmark/report.md`.", "",
+             "benchmarks/ham10000_benchmark.py's report for the same run.", "",
              "| file | MB | val bal. acc. | torch fp32 | Δ (pp) | top-1 agreement | CAM r | status |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -65,7 +65,7 @@ def main() -> int:
                      f"{v['torch_fp32_balanced_accuracy']:.3f} | {-v['balanced_accuracy_drop_pp']:+.1f} | "
                      f"{v['top1_agreement']:.3f} | {cam} | {r['status']}"
                      f"{': ' + '; '.join(r['failures']) if r['failures'] else ''} |")
-    lines += ["", "Reproduce: `python benchmarks/ham10000_export.py`"]
+    lines += ["", f"Reproduce: `python benchmarks/ham10000_export.py --run {run} --out {args.out}`"]
     write_text(out.with_suffix(".md"), "\n".join(lines) + "\n")
     print(f"wrote {out.with_suffix('.md')}")
     return 0

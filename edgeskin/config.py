@@ -182,9 +182,9 @@ def ham_mobile() -> dict[str, Any]:
 
 @register_recipe
 def ham_edge_int8() -> dict[str, Any]:
-    """ham-mobile with an int8-friendly backbone (ReLU MobileNetV3-Small "minimal"): its full-int8
-    .tflite stays within the export tolerances where hard-swish/squeeze-excite MobileNetV3 does not."""
-    return {**ham_mobile(), "backbone": "edgeskin_mnv3_small_minimal", "name": "ham-edge-int8"}
+    """ham-mobile with a plain conv-BN-ReLU backbone whose full-int8 .tflite keeps its decisions
+    (HAM10000: 0.997 top-1 agreement; MobileNetV3-Small, with or without hard-swish/SE, 0.96)."""
+    return {**ham_mobile(), "backbone": "edgeskin_cnn_m", "name": "ham-edge-int8"}
 
 
 @register_recipe

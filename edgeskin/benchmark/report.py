@@ -18,9 +18,12 @@ def _f(x, fmt="{:.3f}", none="—"):
 
 
 def _peak_key(target: str) -> str | None:
-    """The probe that matches the file's arithmetic (int16x8 has none: XNNPACK cannot run it)."""
+    """The probe that ran through the same interpreter and arithmetic: torch, or LiteRT fp32/int8.
+    None for ONNX Runtime (no probe through it) and int16x8 (XNNPACK cannot run it)."""
     if target.startswith("torch"):
         return "torch_fp32"
+    if target.startswith("onnx"):
+        return None
     return {"int8": "int8", "fp32": "fp32", "fp16": "fp32"}.get(target.rsplit("-", 1)[-1])
 
 

@@ -61,17 +61,3 @@ def edgeskin_cnn_s(pretrained: bool = False, **kwargs) -> SkinCNN:
 def edgeskin_cnn_m(pretrained: bool = False, **kwargs) -> SkinCNN:
     return _create((32, 64, 128, 256), pretrained, **kwargs)
 
-
-@register_model
-def edgeskin_mnv3_small_minimal(pretrained: bool = False, **kwargs) -> nn.Module:
-    """timm's MobileNetV3-Small "minimal" (ReLU only, no squeeze-excite or hard-swish, 3x3
-    kernels), built with symmetric padding: the tf_ variant's TF-"same" padding becomes Flex ops
-    LiteRT cannot run. Measured on HAM10000: hard-swish and squeeze-excite make full-int8
-    MobileNetV3-Small disagree with its float self on ~4% of images; plain ReLU convs quantize well."""
-    import timm
-
-    if pretrained:
-        raise ValueError("edgeskin_mnv3_small_minimal has no published weights; use --weights FILE")
-    for key in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"):
-        kwargs.pop(key, None)
-    return timm.create_model("tf_mobilenetv3_small_minimal_100", pretrained=False, pad_type="", bn_eps=1e-5, **kwargs)
