@@ -68,7 +68,7 @@ def _validate(name: str, art: dict, run: Path, card: ModelCard, fp32, split, cfg
 
     quant = art["model_card"].get("quantization") or {}
     int8_from = "fp32" if quant.get("source") == "fp32 weights" else "qat"
-    _, source, _ = _source(run, card, art["artifact"]["precision"], int8_from, art["artifact"]["format"])
+    _, source, _ = _source(run, card, art["artifact"]["precision"], int8_from, art["artifact"]["format"], fp32)
     runner = TARGETS[art["artifact"]["format"]].runner(art["path"])
     v = validate(runner, source, fp32, split.pixels, split.targets, ModelCard.from_dict(art["model_card"]),
                  art["artifact"]["precision"], cfg.cam_images)

@@ -37,9 +37,10 @@ class ExportResult:
     failures: list[str]
 
 
-def _source(run: Path, card: ModelCard, precision: str, int8_from: str = "qat",
-            target: str = "tflite") -> tuple[ModelCard, torch.nn.Module, torch.nn.Module]:
-    fp32 = load_run_model(run, card, torch.device("cpu"))
+def _source(run: Path, card: ModelCard, precision: str, int8_from: str = "qat", target: str = "tflite",
+            fp32: torch.nn.Module | None = None) -> tuple[ModelCard, torch.nn.Module, torch.nn.Module]:
+    """(card, source model, fp32 model); `fp32`: the run's float model when already loaded."""
+    fp32 = fp32 if fp32 is not None else load_run_model(run, card, torch.device("cpu"))
     if precision == "int16x8":  # QAT trains int8 activations; 16x8 calibrates the float weights
         return card.replace(quantization={"scheme": "int16 activations, int8 weights (LiteRT 16x8)",
                                           "method": "post-training calibration by onnx2tf", "tool": "onnx2tf",
@@ -90,7 +91,7 @@ def _embed(path: Path, card: ModelCard, roles: list[str], input_norm) -> None:
                                            "description": describe[r][1]} for r in roles], input_norm)
 
 
-def _device_card(card: ModelCard, source: torch.nn.Module, val) -> ModelCard:
+def _device_card(card: ModelCard, source: torch.nn.Module, val) -> tuple[ModelCard, np.ndarray]:
     """The card a device reads: + softmax temperature and uncertainty threshold fitted on the
     validation split, + the malignant classes (cards from before they were recorded lack them)."""
     from edgeskin.data.records import MALIGNANT
@@ -102,7 +103,7 @@ def _device_card(card: ModelCard, source: torch.nn.Module, val) -> ModelCard:
     malignant = card.malignant_labels or tuple(k for k in card.labels if k in MALIGNANT or k == "malignant")
     fitted = calibration(logits, val.targets, [card.labels.index(k) for k in malignant],
                          f"validation split ({len(val.targets)} images), torch source model")
-    return card.replace(calibration=fitted, malignant_labels=malignant)
+    return card.replace(calibration=fitted, malignant_labels=malignant), logits
 
 
 def _calibration(data, split, card: ModelCard, n: int):
@@ -124,7 +125,7 @@ def export(cfg: ExportConfig) -> ExportResult:
     src_card, source, fp32 = _source(run, card, cfg.precision, cfg.int8_from, cfg.target)
     data, split = run_data(run, card)
     val = data.subset(split.indices("val"))
-    src_card = _device_card(src_card, source, val)
+    src_card, val_logits = _device_card(src_card, source, val)
     out = run / OUT_DIR
     out.mkdir(exist_ok=True)
     artifact = out / f"{card.backbone}_{cfg.precision}{target.suffix}"
@@ -136,7 +137,7 @@ def export(cfg: ExportConfig) -> ExportResult:
             _embed(tmp, src_card, target.runner(tmp).roles, unit)
         runner = target.runner(tmp)
         result = validate(runner, source, fp32, val.pixels, val.targets, src_card, cfg.precision, cfg.cam_images,
-                          scores=target.scores, input_norm=unit)
+                          scores=target.scores, input_norm=unit, ref=val_logits)
         cams = runner(torch.zeros(1, 3, *card.preprocessing.input_size).numpy())[1]
         sha = sha256_file(tmp)
     # Step 4: the card JSON is named after the whole file (model.tflite.json), so an .onnx and a

@@ -70,36 +70,19 @@ def onnx2tflite(onnx_path: Path, out_path: Path, precision: str, input_size: tup
 
 
 class LiteRTRunner:
-    """Runs a .tflite with the LiteRT interpreter; takes NCHW batches, returns (scores, cams NCHW),
-    cams None for a file without a CAM output (the MediaPipe one)."""
+    """edge_runtime's LiteRT backend (the device's own I/O handling: outputs told apart by rank,
+    int8 quantized/dequantized with the tensors' scale and zero-point) over NCHW batches; returns
+    (scores, cams NCHW), cams None for a file without a CAM output (the MediaPipe one)."""
 
     def __init__(self, path: Path, threads: int = 2):
-        from ai_edge_litert.interpreter import Interpreter
+        from edge_runtime.backends import LiteRTBackend
 
-        self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
-        self.interpreter.allocate_tensors()
-        self.input = self.interpreter.get_input_details()[0]
-        outputs = self.interpreter.get_output_details()
-        self.logits = next(d for d in outputs if len(d["shape"]) == 2)["index"]
-        self.cam = next((d["index"] for d in outputs if len(d["shape"]) == 4), None)
+        self.backend = LiteRTBackend(path, threads)
+        self.input, self.cam = self.backend.input, self.backend.cam
+        outputs = self.backend.interpreter.get_output_details()
         self.roles = ["scores" if len(d["shape"]) == 2 else "cam" for d in outputs]  # in tensor order
 
-    def _output(self, index: int) -> np.ndarray:
-        detail = next(d for d in self.interpreter.get_output_details() if d["index"] == index)
-        value = self.interpreter.get_tensor(index)[0]
-        scale, zero = detail["quantization"]
-        return (value.astype(np.float32) - zero) * scale if scale else value
-
-    def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        logits, cams = [], []
-        scale, zero = self.input["quantization"]
-        for image in x.transpose(0, 2, 3, 1):  # NHWC because onnx2tf transposes inputs
-            if scale:  # int8 input: quantize with the tensor's own scale and zero-point
-                info = np.iinfo(self.input["dtype"])
-                image = np.clip(np.round(image / scale + zero), info.min, info.max).astype(self.input["dtype"])
-            self.interpreter.set_tensor(self.input["index"], image[None].astype(self.input["dtype"]))
-            self.interpreter.invoke()
-            logits.append(self._output(self.logits))
-            if self.cam is not None:
-                cams.append(self._output(self.cam).transpose(2, 0, 1))
-        return np.stack(logits), (np.stack(cams) if cams else None)
+    def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        outs = [self.backend.run(image[None]) for image in x.transpose(0, 2, 3, 1)]  # NHWC: onnx2tf's layout
+        cams = None if self.cam is None else np.stack([c for _, c in outs])
+        return np.stack([s for s, _ in outs]), cams

@@ -67,12 +67,15 @@ def _cam_pearsons(cams, fp32, pixels, pred, pre, cam_images: int) -> list[float]
 
 
 def validate(runner, source: torch.nn.Module, fp32: torch.nn.Module, pixels: np.ndarray, targets: np.ndarray,
-             card, precision: str, cam_images: int = 64, scores: str = "logits", input_norm=None) -> Validation:
+             card, precision: str, cam_images: int = 64, scores: str = "logits", input_norm=None,
+             ref: np.ndarray | None = None) -> Validation:
     """`scores`: what the file's first output holds; "probabilities" are compared with torch's
-    softmax. `input_norm`: the (mean, std) the file takes, when not the card's."""
+    softmax. `input_norm`: the (mean, std) the file takes, when not the card's. `ref`: the source
+    model's logits on `pixels`, when the caller already has them."""
     pre, tol = card.preprocessing, TOLERANCES[precision]
     logits, cams = run_artifact(runner, pixels, *(input_norm or (pre.mean, pre.std)))
-    ref = predict_logits(source, pixels, pre.mean, pre.std, torch.device("cpu"))
+    if ref is None:
+        ref = predict_logits(source, pixels, pre.mean, pre.std, torch.device("cpu"))
     ref32 = ref if source is fp32 else predict_logits(fp32, pixels, pre.mean, pre.std, torch.device("cpu"))
     if scores == "probabilities":
         ref = torch.softmax(torch.from_numpy(ref), 1).numpy()
