@@ -184,3 +184,16 @@ def test_mediapipe_image_classifier_runs_the_file(tiny_run, precision, tmp_path)
     assert np.abs(mp_scores - file_scores).max() < (1e-4 if precision == "fp32" else 0.02)
     agreement = np.mean(mp_scores.argmax(1) == edge_logits.argmax(1))
     assert agreement >= (1.0 if precision == "fp32" else 0.9), agreement
+
+
+def test_int16x8_tflite_is_integer_only_and_agrees(tiny_run):
+    """LiteRT's 16x8 mode: int16 activations (input included), int8 weights, from the fp32 weights."""
+    from edgeskin.export.tflite import LiteRTRunner
+
+    result = export(ExportConfig(run=str(tiny_run), target="tflite", precision="int16x8", calib_images=64,
+                                 allow_degraded=True))
+    runner = LiteRTRunner(result.artifact)
+    assert runner.input["dtype"] == np.int16 and runner.input["quantization"][0] > 0
+    described = json.loads(result.card_json.read_text())
+    assert "int16 activations" in described["model_card"]["quantization"]["scheme"]
+    assert result.validation["top1_agreement"] >= 0.9 and result.validation["cam_pearson_mean"] > 0.9
