@@ -31,6 +31,7 @@ class Preprocessing:
     resize: str = "bilinear"  # the whole image is resized to input_size (no crop)
     layout: str = "NCHW"  # torch layout; exported .tflite files state their own (NHWC)
     color: str = "RGB"
+    color_constancy: str = "none"  # or "shades_of_gray": white balance after resizing (edge_runtime.preprocess)
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,9 @@ import sys
 
 import click
 
-from edgeskin.config import BALANCE_MODES, DEVICES, PRUNE_MODES, RECIPES
+from edgeskin.config import BALANCE_MODES, DEVICES, LOSSES, PRUNE_MODES, RECIPES
+from edge_runtime.preprocess import CONSTANCY
+
 from edgeskin.errors import EdgeskinError
 
 TASK_CHOICES = ("multiclass", "binary")
@@ -47,7 +49,12 @@ def cli() -> None:
 @click.option("--label-smoothing", type=float)
 @click.option("--balance", type=click.Choice(BALANCE_MODES), help="Class imbalance: weighted sampler or loss.")
 @click.option("--balance-power", type=float, help="Class weight = frequency^-power.")
+@click.option("--loss", type=click.Choice(LOSSES), help="balanced_softmax adds log class priors (balanced error).")
 @click.option("--augment", type=click.Choice(AUGMENT_CHOICES))
+@click.option("--color-constancy", type=click.Choice(CONSTANCY),
+              help="White balance every image (shades of gray); the card tells the device to do the same.")
+@click.option("--mixup", type=float, help="Probability a batch is mixed by MixUp or CutMix (0 = off).")
+@click.option("--ema-decay", type=float, help="EMA of weights, validated and saved (e.g. 0.998; 0 = off).")
 @click.option("--drop-rate", type=float)
 @click.option("--patience", type=int, help="Early stopping patience (epochs) on val balanced accuracy.")
 @click.option("--seed", type=int)

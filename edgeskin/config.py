@@ -8,9 +8,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from edge_runtime.preprocess import CONSTANCY
+
 from edgeskin.errors import EdgeskinError
 
 BALANCE_MODES = ("sampler", "loss", "none")
+LOSSES = ("ce", "balanced_softmax")
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -29,7 +32,11 @@ class TrainConfig:
     label_smoothing: float = 0.1
     balance: str = "sampler"  # weighted sampler, class-weighted loss, or none
     balance_power: float = 0.5  # class weight = frequency ** -power (0.5: 1/sqrt, 1: inverse)
+    loss: str = "ce"  # balanced_softmax: logits + log(class prior seen in training) (Ren et al. 2020)
     augment: str = "standard"
+    color_constancy: str = "none"  # "shades_of_gray": recorded in the card, applied on the device too
+    mixup: float = 0.0  # probability that a batch is mixed (MixUp alpha 0.2 or CutMix alpha 1.0)
+    ema_decay: float = 0.0  # EMA of weights (timm ModelEmaV3, warm-up); validated and saved if > 0
     drop_rate: float = 0.2
     patience: int = 8  # early stopping on validation balanced accuracy
     seed: int = 0
@@ -51,6 +58,11 @@ class TrainConfig:
     def __post_init__(self) -> None:
         checks = [
             (self.balance in BALANCE_MODES, f"--balance {self.balance!r}; choose one of {list(BALANCE_MODES)}"),
+            (self.loss in LOSSES, f"--loss {self.loss!r}; choose one of {list(LOSSES)}"),
+            (self.color_constancy in CONSTANCY,
+             f"--color-constancy {self.color_constancy!r}; choose one of {list(CONSTANCY)}"),
+            (0 <= self.mixup <= 1, f"--mixup {self.mixup}; use a probability in [0, 1]"),
+            (self.ema_decay == 0 or 0.5 <= self.ema_decay < 1, f"--ema-decay {self.ema_decay}; use 0 (off) or [0.5, 1)"),
             (self.device in DEVICES, f"--device {self.device!r}; choose one of {list(DEVICES)}"),
             (self.epochs >= 1, f"--epochs {self.epochs}; use 1 or more"),
             (self.batch_size >= 2, f"--batch-size {self.batch_size}; use 2 or more (BatchNorm needs it)"),
@@ -114,6 +126,11 @@ class CompressConfig:
             (self.epochs >= 1, f"--epochs {self.epochs}; use 1 or more"),
             (self.lr_scale > 0 and self.prune_lr_scale > 0, "--lr-scale/--prune-lr-scale must be positive"),
             (self.calib_images >= 1, f"--calib-images {self.calib_images}; use 1 or more"),
+            (self.loss in LOSSES, f"--loss {self.loss!r}; choose one of {list(LOSSES)}"),
+            (self.color_constancy in CONSTANCY,
+             f"--color-constancy {self.color_constancy!r}; choose one of {list(CONSTANCY)}"),
+            (0 <= self.mixup <= 1, f"--mixup {self.mixup}; use a probability in [0, 1]"),
+            (self.ema_decay == 0 or 0.5 <= self.ema_decay < 1, f"--ema-decay {self.ema_decay}; use 0 (off) or [0.5, 1)"),
             (self.device in DEVICES, f"--device {self.device!r}; choose one of {list(DEVICES)}"),
         ]
         for ok, message in checks:

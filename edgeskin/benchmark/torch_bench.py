@@ -28,7 +28,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     import torch
 
-    from edge_runtime.preprocess import normalize, open_rgb, resize
+    from edge_runtime.preprocess import model_pixels, normalize, open_rgb
     from edgeskin.cam import cam_to_heatmap, with_cam
     from edgeskin.card import ModelCard
     from edgeskin.evaluate.run import load_run_model
@@ -42,7 +42,7 @@ def main(argv=None) -> int:
     rgb = open_rgb(args.image)
 
     def predict(cam: bool):
-        x = torch.from_numpy(normalize(resize(rgb, pre.input_size)[None], pre.mean, pre.std)).permute(0, 3, 1, 2)
+        x = torch.from_numpy(normalize(model_pixels(rgb, pre.input_size, pre.color_constancy)[None], pre.mean, pre.std)).permute(0, 3, 1, 2)
         with torch.inference_mode():
             out = with_cam(model, cam)(x)
         logits = out[0] if cam else out
@@ -54,7 +54,7 @@ def main(argv=None) -> int:
     if args.once:
         print(json.dumps({"label": card.labels[int(predict(False).argmax())]}))
         return 0
-    x = torch.from_numpy(normalize(resize(rgb, pre.input_size)[None], pre.mean, pre.std)).permute(0, 3, 1, 2)
+    x = torch.from_numpy(normalize(model_pixels(rgb, pre.input_size, pre.color_constancy)[None], pre.mean, pre.std)).permute(0, 3, 1, 2)
     with_cam(model, False)
 
     def infer():

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edge_runtime import preprocess as device_preprocess
+
 from edgeskin.data.images import decode_all
 from edgeskin.data.readers import DataSource, read_dataset
 from edgeskin.data.records import Sample, Task
@@ -48,7 +50,8 @@ def _subset_by_lesion(samples: tuple[Sample, ...], targets: np.ndarray, n: int, 
 
 
 def load_labelled(data: str, task: Task, size_hw: tuple[int, int], max_images: int | None = None,
-                  seed: int = 0, require_all_classes: bool = True, progress: bool = True) -> LabelledImages:
+                  seed: int = 0, require_all_classes: bool = True, progress: bool = True,
+                  color_constancy: str = "none") -> LabelledImages:
     source = read_dataset(data)
     samples = source.samples
     where = str(source.root)
@@ -65,4 +68,6 @@ def load_labelled(data: str, task: Task, size_hw: tuple[int, int], max_images: i
         keep = _subset_by_lesion(samples, targets, max_images, seed)
         samples, targets = tuple(samples[i] for i in keep), targets[keep]
     decoded = decode_all([s.path for s in samples], size_hw, progress=progress)
-    return LabelledImages(source, task, samples, targets, decoded.pixels, decoded.digests)
+    # After the (cached) resize, as edge_runtime does on the device: one function for both.
+    pixels = device_preprocess.color_constancy(decoded.pixels, color_constancy)
+    return LabelledImages(source, task, samples, targets, pixels, decoded.digests)

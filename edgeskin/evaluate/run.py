@@ -46,11 +46,13 @@ def load_run_model(run_dir: Path, card: ModelCard, device: torch.device) -> torc
     return model.to(device).eval()
 
 
-def run_data(run_dir: Path, card: ModelCard) -> tuple[LabelledImages, Split]:
-    """The run's own images at its input size, restricted and split as its manifest says."""
+def run_data(run_dir: Path, card: ModelCard, constancy: bool = True) -> tuple[LabelledImages, Split]:
+    """The run's own images as its model sees them (input size, colour constancy; `constancy=False`:
+    before constancy), restricted and split as its manifest says."""
     tcfg = TrainConfig.load(run_dir / ckpt.CONFIG)
     data = load_labelled(tcfg.data, get_task(card.task), card.preprocessing.input_size, tcfg.max_images,
-                         tcfg.seed, require_all_classes=False)
+                         tcfg.seed, require_all_classes=False,
+                         color_constancy=card.preprocessing.color_constancy if constancy else "none")
     split, keep = read_manifest(run_dir / card.split.manifest, data.samples, data.digests)
     return data.subset(keep), split
 
@@ -78,7 +80,8 @@ def evaluate(cfg: EvalConfig) -> EvalResult:
         data = data.subset(split.indices(cfg.split))
         name, title = cfg.split, f"{cfg.split} split of the run's data"
     else:
-        data = load_labelled(cfg.data, task, size, require_all_classes=False)
+        data = load_labelled(cfg.data, task, size, require_all_classes=False,
+                             color_constancy=card.preprocessing.color_constancy)
         name, title = f"external-{Path(cfg.data).name}", f"external data {cfg.data}"
     if len(data.targets) == 0:
         raise EdgeskinError(f"no images to evaluate in {name}; check --split or --data")

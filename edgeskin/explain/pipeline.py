@@ -10,6 +10,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from edge_runtime.preprocess import color_constancy
+
 from edgeskin.card import ModelCard
 from edgeskin.data.images import load_image, to_rgb
 from edgeskin.data.readers import IMAGE_SUFFIXES
@@ -64,7 +66,8 @@ def explain(cfg: ExplainConfig) -> ExplainResult:
         raise EdgeskinError(f"unknown --target-class {cfg.target!r}; the run's labels are {list(card.labels)}")
     paths = _image_paths(Path(cfg.inputs))
     pre = card.preprocessing
-    pixels = np.stack([load_image(p.read_bytes(), pre.input_size, str(p)) for p in paths])
+    pixels = color_constancy(np.stack([load_image(p.read_bytes(), pre.input_size, str(p)) for p in paths]),
+                             pre.color_constancy)
     model = load_run_model(run, card, torch.device("cpu"))
     x = normalize(torch.from_numpy(pixels).permute(0, 3, 1, 2), torch.tensor(pre.mean), torch.tensor(pre.std))
     with torch.no_grad():

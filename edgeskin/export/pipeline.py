@@ -122,6 +122,11 @@ def export(cfg: ExportConfig) -> ExportResult:
     if cfg.precision not in target.precisions:
         raise EdgeskinError(f"unknown --precision {cfg.precision!r} for {cfg.target}; choose one of "
                             f"{list(target.precisions)}")
+    if target.takes_unit_pixels and card.preprocessing.color_constancy != "none":
+        # MediaPipe's ImageClassifier only resizes and normalises; it would skip the white balance.
+        raise EdgeskinError(f"--target {cfg.target}: {run} was trained with color_constancy "
+                            f"{card.preprocessing.color_constancy!r}, which MediaPipe cannot apply; "
+                            "use --target tflite (edge_runtime applies it)")
     src_card, source, fp32 = _source(run, card, cfg.precision, cfg.int8_from, cfg.target)
     data, split = run_data(run, card)
     val = data.subset(split.indices("val"))

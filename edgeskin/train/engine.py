@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 
 from edgeskin.config import TrainConfig
 from edgeskin.data.transforms import ArrayDataset, get_augment, normalize, train_transform
+from torchvision.transforms import v2  # after edgeskin.data.transforms, which loads the CPU-torch compat
 
 
 def seed_everything(seed: int) -> None:
@@ -55,16 +56,52 @@ def make_loader(cfg: TrainConfig, pixels: np.ndarray, targets: np.ndarray, n_cla
                                        num_workers=cfg.workers, generator=g)
 
 
+class BalancedSoftmaxLoss(torch.nn.Module):
+    """Cross-entropy on logits + log(prior): the network learns balanced-prior logits, so its plain
+    argmax at inference aims at balanced error (Ren et al. 2020, "Balanced Meta-Softmax"; Menon et al.
+    2021, logit adjustment). Nothing changes in the exported graph."""
+
+    def __init__(self, log_prior: torch.Tensor, weight: torch.Tensor | None, label_smoothing: float):
+        super().__init__()
+        self.register_buffer("log_prior", log_prior)
+        self.weight, self.label_smoothing = weight, label_smoothing
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.cross_entropy(logits + self.log_prior, target, self.weight,
+                                                 label_smoothing=self.label_smoothing)
+
+
 def make_loss(cfg: TrainConfig, targets: np.ndarray, n_classes: int, device: torch.device) -> torch.nn.Module:
     weight = None
+    per_class = class_weights(targets, n_classes, cfg.balance_power)
     if cfg.balance == "loss":
-        weight = torch.tensor(class_weights(targets, n_classes, cfg.balance_power), dtype=torch.float32,
-                              device=device)
+        weight = torch.tensor(per_class, dtype=torch.float32, device=device)
+    if cfg.loss == "balanced_softmax":
+        # The prior the loss actually sees: a weighted sampler (or weighted loss) has already
+        # reshaped the class frequencies, and correcting for the raw ones would overshoot.
+        counts = np.bincount(targets, minlength=n_classes).astype(np.float64)
+        seen = counts * per_class if cfg.balance != "none" else counts
+        prior = np.maximum(seen, 1e-12) / seen.sum()
+        return BalancedSoftmaxLoss(torch.tensor(np.log(prior), dtype=torch.float32), weight,
+                                   cfg.label_smoothing).to(device)
     return torch.nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing)
 
 
+def make_mixer(cfg: TrainConfig, n_classes: int) -> Callable | None:
+    """torchvision's batch MixUp/CutMix, applied to a batch with probability cfg.mixup (soft targets)."""
+    if cfg.mixup <= 0:
+        return None
+    choice = v2.RandomChoice([v2.MixUp(alpha=0.2, num_classes=n_classes), v2.CutMix(alpha=1.0, num_classes=n_classes)])
+
+    def mix(x: torch.Tensor, y: torch.Tensor):
+        if torch.rand(()) >= cfg.mixup:
+            return x, y
+        return choice(x, y)
+    return mix
+
+
 def train_epoch(model, loader, opt, loss_fn, scaler, lr_fn: Callable[[int], float], mean, std, device,
-                desc: str, after_step: Callable[[], None] | None = None) -> float:
+                desc: str, after_step: Callable[[], None] | None = None, mix: Callable | None = None) -> float:
     """One pass over `loader`; the caller has set train/eval modes. Returns the mean loss."""
     amp = device.type == "cuda"
     amp_dtype = torch.bfloat16 if amp and torch.cuda.is_bf16_supported() else torch.float16
@@ -73,10 +110,13 @@ def train_epoch(model, loader, opt, loss_fn, scaler, lr_fn: Callable[[int], floa
         for group in opt.param_groups:
             group["lr"] = lr_fn(i)
         x = normalize(x.to(device, non_blocking=True), mean, std)
+        y = y.to(device)
+        if mix is not None:
+            x, y = mix(x, y)
         if amp:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
-            loss = loss_fn(model(x), y.to(device))
+            loss = loss_fn(model(x), y)
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(opt)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
+from timm.utils import ModelEmaV3
 from tqdm.auto import tqdm
 
 from edgeskin.card import ModelCard, Preprocessing, SplitInfo
@@ -28,7 +29,8 @@ from edgeskin.models import CAM_LAYER, build_model
 from edgeskin.models.factory import count_params
 from edgeskin.predict import predict_logits, resolve_device, softmax
 from edgeskin.train import checkpoint as ckpt
-from edgeskin.train.engine import epoch_seed, lr_at, make_loader, make_loss, seed_everything, train_epoch
+from edgeskin.train.engine import (epoch_seed, lr_at, make_loader, make_loss, make_mixer, seed_everything,
+                                   train_epoch)
 
 
 @dataclass(frozen=True)
@@ -62,7 +64,8 @@ def check_options(cfg: TrainConfig) -> None:
 
 def prepare_data(cfg: TrainConfig) -> tuple[LabelledImages, Split]:
     task = get_task(cfg.task)
-    data = load_labelled(cfg.data, task, cfg.input_size, cfg.max_images, cfg.seed)
+    data = load_labelled(cfg.data, task, cfg.input_size, cfg.max_images, cfg.seed,
+                        color_constancy=cfg.color_constancy)
     if cfg.split_manifest:
         split, keep = read_manifest(cfg.split_manifest, data.samples, data.digests)
         data = data.subset(keep)
@@ -99,6 +102,8 @@ def train(cfg: TrainConfig | None = None, resume: str | Path | None = None) -> T
     scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda")
     n_classes = len(data.task.labels)
     loss_fn = make_loss(cfg, data.targets[train_idx], n_classes, device)
+    mix = make_mixer(cfg, n_classes)
+    ema = ModelEmaV3(model, decay=cfg.ema_decay, use_warmup=True) if cfg.ema_decay else None
     # Step 4: the run directory, with its config and split manifest.
     if resume is None:
         run_dir = ckpt.new_run_dir(cfg.project, cfg.name, cfg.exist_ok)
@@ -113,6 +118,8 @@ def train(cfg: TrainConfig | None = None, resume: str | Path | None = None) -> T
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
     print(f"edgeskin train: {run_dir}  ({len(train_idx)} train / {len(val_idx)} val images, device {device})")
     # Step 5: epochs, each ending in validation and an atomic checkpoint.
     mean_t = torch.tensor(mean, device=device)
@@ -124,17 +131,24 @@ def train(cfg: TrainConfig | None = None, resume: str | Path | None = None) -> T
         loader = make_loader(cfg, data.pixels[train_idx], data.targets[train_idx], n_classes, epoch)
         steps, warmup = len(loader), int(cfg.warmup_epochs * len(loader))
         model.train()
+        step = [epoch * steps]  # the EMA warm-up counts optimizer steps across epochs (and resumes)
+
+        def update_ema() -> None:
+            step[0] += 1
+            ema.update(model, step=step[0])
         loss = train_epoch(model, loader, opt, loss_fn, scaler,
                            lambda i: lr_at(epoch * steps + i, state["planned_epochs"] * steps, warmup, cfg.lr),
-                           mean_t, std_t, device, f"epoch {epoch + 1}/{state['planned_epochs']}")
-        probs = softmax(predict_logits(model, data.pixels[val_idx], mean, std, device))
+                           mean_t, std_t, device, f"epoch {epoch + 1}/{state['planned_epochs']}",
+                           after_step=update_ema if ema is not None else None, mix=mix)
+        judged = ema.module if ema is not None else model  # the weights that are validated and saved
+        probs = softmax(predict_logits(judged, data.pixels[val_idx], mean, std, device))
         val = quick_metrics(data.targets[val_idx], probs)
         state["elapsed"] += time.time() - t0
         state["history"].append({"epoch": epoch + 1, "train_loss": loss, **{f"val_{k}": v for k, v in val.items()}})
         improved = val["balanced_accuracy"] > state["best_score"] + 1e-6
         if improved:
             state.update(best_score=val["balanced_accuracy"], best_epoch=epoch + 1, bad_epochs=0)
-            ckpt.save(run_dir / ckpt.BEST, model.state_dict())
+            ckpt.save(run_dir / ckpt.BEST, judged.state_dict())
         else:
             state["bad_epochs"] += 1
         state["epoch"] = epoch + 1
@@ -143,7 +157,8 @@ def train(cfg: TrainConfig | None = None, resume: str | Path | None = None) -> T
             left = int((cfg.max_minutes * 60 - state["elapsed"]) // per_epoch)
             state["planned_epochs"] = max(state["epoch"], min(cfg.epochs, state["epoch"] + left))
         ckpt.save(run_dir / ckpt.LAST, {**state, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                                        "scaler": scaler.state_dict()})
+                                        "scaler": scaler.state_dict(),
+                                        **({"ema": ema.state_dict()} if ema is not None else {})})
         tqdm.write(f"epoch {epoch + 1}/{state['planned_epochs']}  loss {loss:.4f}  "
                    f"val bal_acc {val['balanced_accuracy']:.4f}  auc {val['auc_macro']:.4f}  "
                    f"best {state['best_score']:.4f}@{state['best_epoch']}  {time.time() - t0:.1f}s")
@@ -164,7 +179,8 @@ def _write_card(cfg, run_dir, data, split, model, mean, std, state) -> ModelCard
     card = ModelCard(
         task=data.task.name, labels=data.task.labels, positive_label=data.task.positive_label,
         malignant_labels=tuple(k for k in data.task.labels if k in MALIGNANT or k == "malignant"),
-        preprocessing=Preprocessing(input_size=tuple(cfg.input_size), mean=mean, std=std),
+        preprocessing=Preprocessing(input_size=tuple(cfg.input_size), mean=mean, std=std,
+                                    color_constancy=cfg.color_constancy),
         backbone=cfg.backbone, head=cfg.head, cam_layer=CAM_LAYER, num_params=count_params(model),
         split=SplitInfo(PROTOCOL, cfg.seed, cfg.val_fraction, cfg.test_fraction, MANIFEST_FILE,
                         split.counts(data.targets, data.task.labels)),

@@ -42,6 +42,10 @@ class Artifact:
         return self.card["preprocessing"]["std"]
 
     @property
+    def color_constancy(self) -> str:
+        return self.card["preprocessing"].get("color_constancy", "none")  # cards before it existed: none
+
+    @property
     def malignant_labels(self) -> list:
         return list(self.card.get("malignant_labels") or [k for k in self.labels if k in HAM_MALIGNANT])
 

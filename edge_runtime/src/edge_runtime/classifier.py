@@ -13,7 +13,7 @@ from edge_runtime.artifact import Artifact, load_artifact
 from edge_runtime.backends import open_backend
 from edge_runtime.errors import EdgeRuntimeError
 from edge_runtime.heatmap import overlay, to_heatmap
-from edge_runtime.preprocess import ImageLike, normalize, open_rgb, resize
+from edge_runtime.preprocess import CONSTANCY, ImageLike, model_pixels, normalize, open_rgb
 
 DISCLAIMER = ("Decision support only, not a diagnosis. A dermatologist must examine any lesion that "
               "changes, bleeds, itches or worries the patient, whatever this result says.")
@@ -66,6 +66,10 @@ class Classifier:
     @classmethod
     def load(cls, path, threads: int = 4, verify: bool = True) -> "Classifier":
         artifact = load_artifact(Path(path), verify)
+        if artifact.color_constancy not in CONSTANCY:  # fail at load, not on the first photo
+            raise EdgeRuntimeError(f"{artifact.path}: its card asks for color_constancy "
+                                   f"{artifact.color_constancy!r}; this edge_runtime knows {list(CONSTANCY)} "
+                                   "(upgrade edgeskin-runtime)")
         return cls(artifact, open_backend(artifact.path, threads))
 
     @property
@@ -74,7 +78,8 @@ class Classifier:
 
     def infer(self, rgb: Image.Image, with_cam: bool = True):
         """Raw scores (logits) and CAM for one RGB image: the part a benchmark times."""
-        x = normalize(resize(rgb, self.artifact.input_size)[None], self.artifact.mean, self.artifact.std)
+        a = self.artifact
+        x = normalize(model_pixels(rgb, a.input_size, a.color_constancy)[None], a.mean, a.std)
         return self.backend.run(x, with_cam)
 
     def predict(self, image: ImageLike, with_cam: bool = True, target: str | None = None) -> Prediction:

@@ -69,3 +69,28 @@ def normalize(pixels: np.ndarray, mean, std) -> np.ndarray:
     """uint8 N x H x W x 3 -> float32 NHWC, (pixels / 255 - mean) / std, as in training."""
     x = pixels.astype(np.float32) / 255.0
     return (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+
+
+CONSTANCY = ("none", "shades_of_gray")
+SOG_POWER = 6  # Minkowski norm of shades of gray (Finlayson & Trezzi 2004); p=6 is the ISIC-winning setting
+
+
+def color_constancy(pixels: np.ndarray, method: str) -> np.ndarray:
+    """uint8 (N x) H x W x 3 -> the same, white-balanced per image so the scene's illuminant is grey.
+
+    Shades of gray: each channel's Minkowski p-norm estimates the illuminant; dividing it out
+    removes a dermoscope's or a room light's colour cast. Applied after resizing, in training and
+    on the device alike (the card's `color_constancy`)."""
+    if method == "none":
+        return pixels
+    if method != "shades_of_gray":
+        raise EdgeRuntimeError(f"unknown color_constancy {method!r} in the model card; known: {list(CONSTANCY)}")
+    x = pixels.astype(np.float32)
+    illum = np.power(np.mean(np.power(x, SOG_POWER), axis=(-3, -2), keepdims=True), 1.0 / SOG_POWER)
+    gain = np.sqrt((illum ** 2).sum(-1, keepdims=True) / 3.0) / np.maximum(illum, 1e-6)  # keeps the norm
+    return np.clip(x * gain + 0.5, 0, 255).astype(np.uint8)
+
+
+def model_pixels(rgb: Image.Image, size_hw: tuple[int, int], constancy: str = "none") -> np.ndarray:
+    """RGB photo -> the uint8 H x W x 3 image the model sees (before normalisation)."""
+    return color_constancy(resize(rgb, size_hw), constancy)

@@ -1,0 +1,70 @@
+"""The accuracy ablation on real HAM10000: one row per lever, seeds 0-2, one lesion-grouped split.
+
+    python benchmarks/ham10000_ablation.py [--rows base,balanced-softmax,...] [--seeds 0,1,2]
+                                           [--epochs 6] [--out runs/ablation/ham10000]
+
+Every row starts from the `ham-edge-int8` recipe (the int8-exact plain CNN), at 96x128 (the
+200x150 source's aspect ratio) and a fixed number of epochs, so rows differ only in their lever
+and cost the same unless the lever is the cost (resolution, length). Finished runs are reused,
+so the script can be stopped and re-run, and rows can be added later. Results are copied to
+benchmarks/results/ham10000_ablation.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+from edgeskin.benchmark.ablation import AblationConfig, Lever, run_ablation
+
+HERE = Path(__file__).resolve().parent
+DATA = HERE.parent.parent / "shared" / "data" / "HAM10000"
+BSM = {"loss": "balanced_softmax"}
+
+# Row order is run order: the cheap, likely-large levers first, so a cut-short run still answers.
+LEVERS = (
+    Lever("base", "reference"),
+    Lever("logit-adjust", "objective", post="logit_adjust", reuse="base"),
+    Lever("balanced-softmax", "objective", BSM),
+    Lever("tta-flips", "inference", post="tta", reuse="balanced-softmax"),
+    Lever("ema", "training", {**BSM, "ema_decay": 0.998}),
+    Lever("mixup-cutmix", "training", {**BSM, "mixup": 0.5}),
+    Lever("strong-aug", "training", {**BSM, "augment": "strong"}),
+    Lever("shades-of-gray", "robustness", {**BSM, "color_constancy": "shades_of_gray"}),
+    Lever("res-120x160", "resolution", {**BSM, "input_size": (120, 160)}),
+    Lever("2x-epochs", "training length", {**BSM, "epochs": 12}),
+    Lever("bsm-inverse-freq", "objective", {**BSM, "balance": "none"}),
+)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default=str(DATA))
+    ap.add_argument("--rows", help="comma-separated row names (default: all, in order)")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--epochs", type=int, default=6)
+    ap.add_argument("--out", default="runs/ablation/ham10000")
+    args = ap.parse_args()
+    levers = LEVERS
+    if args.rows:
+        wanted = args.rows.split(",")
+        unknown = sorted(set(wanted) - {lv.name for lv in LEVERS})
+        if unknown:
+            print(f"unknown rows {unknown}; choose from {[lv.name for lv in LEVERS]}", file=sys.stderr)
+            return 2
+        levers = tuple(lv for lv in LEVERS if lv.name in wanted)
+    base = {"input_size": (96, 128), "epochs": args.epochs, "patience": 99}
+    cfg = AblationConfig(data=args.data, recipe="ham-edge-int8", levers=levers,
+                         seeds=tuple(int(s) for s in args.seeds.split(",")), base=base, out=args.out)
+    run_ablation(cfg)
+    results = HERE / "results"
+    for ext in ("json", "md"):
+        shutil.copyfile(Path(args.out) / f"ablation.{ext}", results / f"ham10000_ablation.{ext}")
+    print(f"wrote {results / 'ham10000_ablation.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""The ablation's winning row, deployed: each seed's full-int8 .tflite, validated by `edgeskin export`,
+scored on the lesion-grouped HAM10000 test split through edge_runtime's LiteRT backend.
+
+    python benchmarks/ham10000_winner.py --row ROW [--ablation runs/ablation/ham10000] [--reuse]
+
+Exports `--target tflite --precision int8 --int8-from fp32` for every seed run of ROW (unless
+--reuse and the file exists), then scores torch fp32 and the int8 file side by side on the test
+split: balanced accuracy (seed mean, paired-bootstrap 95% CI), melanoma recall and AUC, size.
+Writes benchmarks/results/ham10000_winner_int8.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edgeskin.benchmark.ablation import Scored, paired_bootstrap, seed_row
+from edgeskin.card import ModelCard
+from edgeskin.evaluate.run import load_run_model, run_data
+from edgeskin.export.tflite import LiteRTRunner
+from edgeskin.export.validate import run_artifact
+from edgeskin.fileio import write_json, write_text
+from edgeskin.predict import predict_logits, softmax
+
+HERE = Path(__file__).resolve().parent
+SIZE_LIMIT_MB = 5.0
+
+
+def export_int8(run: Path, reuse: bool) -> Path:
+    card = ModelCard.load(run)
+    path = run / "export" / f"{card.backbone}_int8.tflite"
+    if not (reuse and path.is_file()):
+        subprocess.run([sys.executable, "-m", "edgeskin", "export", str(run), "--target", "tflite", "--precision",
+                        "int8", "--int8-from", "fp32", "--calib-images", "300", "--allow-degraded"], check=True)
+    return path
+
+
+def score(run: Path, tflite: Path) -> tuple[Scored, Scored]:
+    card = ModelCard.load(run)
+    data, split = run_data(run, card)
+    test = split.indices("test")
+    pixels, y, pre = data.pixels[test], data.targets[test], card.preprocessing
+    logits, _ = run_artifact(LiteRTRunner(tflite), pixels, pre.mean, pre.std)
+    ref = predict_logits(load_run_model(run, card, torch.device("cpu")), pixels, pre.mean, pre.std,
+                         torch.device("cpu"))
+    return Scored(softmax(logits), y, card.labels, {}), Scored(softmax(ref), y, card.labels, {})
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--row", required=True)
+    ap.add_argument("--ablation", default="runs/ablation/ham10000")
+    ap.add_argument("--reuse", action="store_true")
+    args = ap.parse_args()
+    table = json.loads((Path(args.ablation) / "ablation.json").read_text())
+    row = next((r for r in table["rows"] if r["name"] == args.row), None)
+    if row is None or row["post"]:
+        print(f"--row {args.row!r}: choose a trained row of {args.ablation}: "
+              f"{[r['name'] for r in table['rows'] if not r['post']]}", file=sys.stderr)
+        return 2
+    seeds, int8s, fp32s = {}, [], []
+    for seed, info in row["per_seed"].items():
+        run = Path(info["run"])
+        tflite = export_int8(run, args.reuse)
+        q, f = score(run, tflite)
+        exported = json.loads(Path(f"{tflite}.json").read_text())
+        seeds[seed] = {"run": str(run), "file": str(tflite), "size_mb": round(tflite.stat().st_size / 2**20, 3),
+                       "export_status": exported["status"], "export_failures": exported["failures"],
+                       "val_top1_agreement": exported["validation"]["top1_agreement"],
+                       "int8": seed_row(q), "torch_fp32": seed_row(f),
+                       "test_top1_agreement": float(np.mean(q.probs.argmax(1) == f.probs.argmax(1)))}
+        int8s.append(q)
+        fp32s.append(f)
+    mean = lambda key, src: float(np.mean([s[src][key] for s in seeds.values()]))  # noqa: E731
+    result = {"row": args.row, "recipe_overrides": row["overrides"], "base": table["base"], "seeds": seeds,
+              "int8": {"balanced_accuracy": mean("balanced_accuracy", "int8"),
+                       "balanced_accuracy_ci95": paired_bootstrap(int8s, 1000),
+                       "mel_recall": mean("mel_recall", "int8"), "mel_auc": mean("mel_auc", "int8")},
+              "torch_fp32": {"balanced_accuracy": mean("balanced_accuracy", "torch_fp32"),
+                             "balanced_accuracy_ci95": paired_bootstrap(fp32s, 1000),
+                             "mel_recall": mean("mel_recall", "torch_fp32")},
+              "size_limit_mb": SIZE_LIMIT_MB}
+    out = HERE / "results" / "ham10000_winner_int8"
+    write_json(out.with_suffix(".json"), result)
+    write_text(out.with_suffix(".md"), render(result))
+    print(render(result))
+    return 0
+
+
+def render(r: dict) -> str:
+    q, f = r["int8"], r["torch_fp32"]
+    lines = [f"# Winning ablation row `{r['row']}`: full-int8 .tflite on the HAM10000 test split", "",
+             f"Mean of seeds {list(r['seeds'])}: int8 balanced accuracy **{q['balanced_accuracy']:.3f}** "
+             f"[{q['balanced_accuracy_ci95'][0]:.3f}–{q['balanced_accuracy_ci95'][1]:.3f}] "
+             f"(torch fp32 {f['balanced_accuracy']:.3f}), melanoma recall {q['mel_recall']:.3f}, "
+             f"melanoma AUC {q['mel_auc']:.3f}. Goal: ≥ 0.75 balanced accuracy, melanoma recall ≥ 0.70, "
+             f"≤ {r['size_limit_mb']:g} MB.", "",
+             "| seed | export | size MB | int8 bal. acc. | fp32 bal. acc. | int8 mel recall | int8 mel AUC | "
+             "test top-1 agreement |", "|---|---|---|---|---|---|---|---|"]
+    for seed, s in r["seeds"].items():
+        lines.append(f"| {seed} | {s['export_status']} | {s['size_mb']:.2f} | {s['int8']['balanced_accuracy']:.3f} | "
+                     f"{s['torch_fp32']['balanced_accuracy']:.3f} | {s['int8']['mel_recall']:.3f} | "
+                     f"{s['int8']['mel_auc']:.3f} | {s['test_top1_agreement']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

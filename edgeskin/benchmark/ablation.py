@@ -1,0 +1,236 @@
+"""An ablation: one row per training lever, every row trained on the same split with the same seeds.
+
+Steps: 1. one lesion-grouped split manifest for every run; 2. train each (row, seed) that has no
+finished run yet (a killed ablation resumes where it stopped); 3. score each run's best weights
+on the test split, applying a row's inference-time lever (post-hoc logit adjustment tuned on
+validation only, or flip TTA); 4. write ablation.json + ablation.md after every run, so a
+partial table is never lost.
+
+Seed means come with a paired bootstrap: the same resampled test images for every seed, so the
+interval is for the mean balanced accuracy, not for one lucky seed.
+"""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from edge_runtime.preprocess import color_constancy
+
+from edgeskin.benchmark.ablation_report import render_markdown
+from edgeskin.card import ModelCard
+from edgeskin.config import TrainConfig, recipe_config
+from edgeskin.data.split import MANIFEST_FILE, write_manifest
+from edgeskin.errors import EdgeskinError
+from edgeskin.evaluate.metrics import balanced_accuracy, classification_metrics
+from edgeskin.evaluate.run import load_run_model, run_data
+from edgeskin.evaluate.shift import SHIFTS, shifted
+from edgeskin.fileio import write_json, write_text
+from edgeskin.predict import predict_logits, resolve_device, softmax
+
+POST_LEVERS = ("logit_adjust", "tta")
+TAU_GRID = tuple(np.round(np.arange(0.0, 2.01, 0.25), 2))
+
+
+@dataclass(frozen=True)
+class Lever:
+    """A row: `overrides` of the base recipe's TrainConfig fields, and/or an inference-time `post`
+    lever applied to the runs of row `reuse` (so it costs no training)."""
+    name: str
+    group: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+    post: str | None = None
+    reuse: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.post is not None and self.post not in POST_LEVERS:
+            raise EdgeskinError(f"lever {self.name!r}: unknown post {self.post!r}; choose one of {list(POST_LEVERS)}")
+
+
+@dataclass(frozen=True)
+class AblationConfig:
+    data: str
+    recipe: str
+    levers: tuple[Lever, ...]
+    seeds: tuple[int, ...] = (0, 1, 2)
+    base: dict[str, Any] = field(default_factory=dict)  # fields every row shares (epochs, size...)
+    out: str = "runs/ablation"
+    split_seed: int = 0
+    bootstrap: int = 1000
+
+
+@dataclass(frozen=True)
+class Scored:
+    probs: np.ndarray
+    targets: np.ndarray
+    labels: tuple[str, ...]
+    extra: dict[str, Any]
+
+
+# Step 1: one split for every run ---------------------------------------------------------------
+
+def shared_split(cfg: AblationConfig) -> Path:
+    from edgeskin.train.loop import prepare_data
+
+    path = Path(cfg.out) / MANIFEST_FILE
+    if not path.is_file():
+        tcfg = recipe_config(cfg.recipe, {**cfg.base, "data": cfg.data, "seed": cfg.split_seed})
+        data, split = prepare_data(tcfg)
+        write_manifest(path, data.samples, data.digests, split, data.task.labels, data.targets)
+    return path
+
+
+# Step 2: train (or reuse) one run ---------------------------------------------------------------
+
+def run_config(cfg: AblationConfig, lever: Lever, seed: int, manifest: Path) -> TrainConfig:
+    return recipe_config(cfg.recipe, {**cfg.base, **lever.overrides, "data": cfg.data, "seed": seed,
+                                      "split_manifest": str(manifest), "project": str(Path(cfg.out) / "runs"),
+                                      "name": f"{lever.name}-s{seed}", "exist_ok": True})
+
+
+def train_or_reuse(tcfg: TrainConfig) -> Path:
+    """A finished run with the same config is reused, a killed one resumed from its last epoch;
+    anything else (another config) is trained from scratch."""
+    from edgeskin.train import train
+    from edgeskin.train.checkpoint import CONFIG, LAST
+
+    run_dir = Path(tcfg.project) / tcfg.name
+    saved = run_dir / CONFIG
+    # Compared as TrainConfigs, so a run saved before a new (defaulted) field existed still matches.
+    same = saved.is_file() and TrainConfig.load(saved) == tcfg
+    if same and (run_dir / "model_card.json").is_file():
+        return run_dir
+    if same and (run_dir / LAST).is_file():
+        return train(resume=run_dir).run_dir
+    return train(tcfg).run_dir
+
+
+# Step 3: score a run, with the row's inference-time lever ----------------------------------------
+
+def _flip_tta(predict: Callable[[np.ndarray], np.ndarray], pixels: np.ndarray) -> np.ndarray:
+    """Mean softmax over identity, horizontal, vertical and both flips (4 forward passes)."""
+    views = [pixels, pixels[:, :, ::-1], pixels[:, ::-1], pixels[:, ::-1, ::-1]]
+    return np.mean([softmax(predict(np.ascontiguousarray(v))) for v in views], 0)
+
+
+def pick_tau(val_logits: np.ndarray, val_y: np.ndarray, log_prior: np.ndarray) -> float:
+    """Post-hoc logit adjustment (Menon et al. 2021): logits - tau*log(train prior), with tau picked
+    on validation balanced accuracy only (ties: the smallest tau)."""
+    scores = [balanced_accuracy(val_y, (val_logits - t * log_prior).argmax(1)) for t in TAU_GRID]
+    return float(TAU_GRID[int(np.argmax(scores))])
+
+
+def _probabilities(run_dir: Path, post: str | None, device: torch.device):
+    """(card, data before colour constancy, split, photo -> probabilities with the row's lever, extra)."""
+    card = ModelCard.load(run_dir)
+    model = load_run_model(run_dir, card, device)
+    data, split = run_data(run_dir, card, constancy=False)  # shifts act before the device's constancy
+    pre = card.preprocessing
+
+    def logits(px: np.ndarray) -> np.ndarray:
+        return predict_logits(model, color_constancy(px, pre.color_constancy), pre.mean, pre.std, device)
+    extra: dict[str, Any] = {}
+    if post == "tta":
+        extra["forward_passes"] = 4
+        return card, data, split, (lambda px: _flip_tta(logits, px)), extra
+    if post == "logit_adjust":
+        val = split.indices("val")
+        counts = np.array([card.split.counts["train"].get(k, 0) for k in card.labels], np.float64)
+        log_prior = np.log(np.maximum(counts / counts.sum(), 1e-12))
+        extra["tau"] = pick_tau(logits(data.pixels[val]), data.targets[val], log_prior)
+        return card, data, split, (lambda px: softmax(logits(px) - extra["tau"] * log_prior)), extra
+    return card, data, split, (lambda px: softmax(logits(px))), extra
+
+
+def score_run(run_dir: Path, post: str | None, device: torch.device) -> Scored:
+    """Test-split probabilities with the row's lever, plus the same under each simulated device shift."""
+    card, data, split, probs_of, extra = _probabilities(run_dir, post, device)
+    test = split.indices("test")
+    px, y = data.pixels[test], data.targets[test]
+    per_shift = {}
+    for name in SHIFTS:
+        m = classification_metrics(y, probs_of(shifted(px, name)), card.labels, card.positive_label, bootstrap=0)
+        per_shift[name] = {"balanced_accuracy": m["balanced_accuracy"],
+                           "mel_auc": m["per_class"][card.positive_label]["auc"]}
+    extra.update(epochs=card.metrics.get("epochs_run"), train_minutes=card.metrics.get("train_minutes"),
+                 val_balanced_accuracy=card.metrics["val"]["balanced_accuracy"], shift=per_shift,
+                 shift_balanced_accuracy=float(np.mean([v["balanced_accuracy"] for v in per_shift.values()])),
+                 shift_mel_auc=float(np.mean([v["mel_auc"] for v in per_shift.values()])))
+    return Scored(probs_of(px), y, card.labels, extra)
+
+
+def seed_row(s: Scored, positive: str = "mel") -> dict[str, Any]:
+    m = classification_metrics(s.targets, s.probs, s.labels, positive, bootstrap=0)
+    return {"balanced_accuracy": m["balanced_accuracy"], "mel_recall": m["per_class"][positive]["recall"],
+            "mel_auc": m["per_class"][positive]["auc"], "auc_macro": m["auc_macro"], "ece": m["ece"],
+            "per_class_recall": {k: v["recall"] for k, v in m["per_class"].items()}, **s.extra}
+
+
+def paired_bootstrap(scored: Sequence[Scored], n: int, seed: int = 0) -> list[float]:
+    """95% interval of the seed-mean balanced accuracy, resampling the same test images for each seed."""
+    y = scored[0].targets
+    preds = [s.probs.argmax(1) for s in scored]
+    rng = np.random.default_rng(seed)
+    means = []
+    for _ in range(n):
+        idx = rng.integers(0, len(y), len(y))
+        means.append(np.mean([balanced_accuracy(y[idx], p[idx]) for p in preds]))
+    return [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
+
+
+def summarise(lever: Lever, per_seed: dict[int, dict[str, Any]], scored: Sequence[Scored], n_boot: int) -> dict:
+    keys = ("balanced_accuracy", "mel_recall", "mel_auc", "auc_macro", "ece", "shift_balanced_accuracy",
+            "shift_mel_auc", "train_minutes", "epochs")
+    mean = {k: float(np.mean([r[k] for r in per_seed.values() if r.get(k) is not None]))
+            for k in keys if any(r.get(k) is not None for r in per_seed.values())}
+    return {"name": lever.name, "group": lever.group, "overrides": lever.overrides, "post": lever.post,
+            "reuse": lever.reuse, "seeds": sorted(per_seed), "mean": mean,
+            "balanced_accuracy_ci95": paired_bootstrap(scored, n_boot) if scored and n_boot else None,
+            "per_seed": {str(k): v for k, v in per_seed.items()}}
+
+
+# The whole ablation -------------------------------------------------------------------------------
+
+def run_ablation(cfg: AblationConfig) -> dict[str, Any]:
+    names = [lv.name for lv in cfg.levers]
+    if len(set(names)) != len(names):
+        raise EdgeskinError(f"lever names must be unique; got {names}")
+    for lv in cfg.levers:
+        if lv.reuse is not None and lv.reuse not in names[: names.index(lv.name)]:
+            raise EdgeskinError(f"lever {lv.name!r} reuses {lv.reuse!r}, which is not an earlier row")
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = shared_split(cfg)
+    device = resolve_device(recipe_config(cfg.recipe, cfg.base).device)
+    result: dict[str, Any] = {"recipe": cfg.recipe, "base": cfg.base, "seeds": list(cfg.seeds),
+                              "data": cfg.data, "split_manifest": str(manifest), "rows": [],
+                              "hardware": _hardware(device)}
+    for lever in cfg.levers:
+        per_seed, scored = {}, []
+        for seed in cfg.seeds:
+            source = lever.reuse or lever.name
+            src_lever = next(lv for lv in cfg.levers if lv.name == source)
+            run_dir = train_or_reuse(run_config(cfg, src_lever, seed, manifest))
+            s = score_run(run_dir, lever.post, device)
+            if lever.reuse:  # inference-time levers cost no training of their own
+                s = replace(s, extra={**s.extra, "train_minutes": 0.0, "epochs": 0})
+            per_seed[seed], scored = {**seed_row(s), "run": str(run_dir)}, scored + [s]
+            rows = [r for r in result["rows"] if r["name"] != lever.name]
+            result["rows"] = rows + [summarise(lever, per_seed, scored, cfg.bootstrap)]
+            _write(out, result)
+    return result
+
+
+def _hardware(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(0)} (AMP)"
+    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+
+
+def _write(out: Path, result: dict) -> None:
+    write_json(out / "ablation.json", result)
+    write_text(out / "ablation.md", render_markdown(result))

@@ -1,0 +1,65 @@
+"""ablation.md: one row per lever, seed means with the paired-bootstrap interval, deltas to row one."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _f(v: Any, digits: int = 3) -> str:
+    return "–" if v is None else f"{v:.{digits}f}"
+
+
+def _what(row: dict[str, Any]) -> str:
+    parts = [f"{k}={v}" for k, v in row["overrides"].items()]
+    if row["post"]:
+        parts.append(f"{row['post']} on {row['reuse']}'s runs")
+    return ", ".join(parts) or "base recipe"
+
+
+def best_row(result: dict[str, Any]) -> dict[str, Any] | None:
+    complete = [r for r in result["rows"] if len(r["seeds"]) == len(result["seeds"])]
+    return max(complete, key=lambda r: r["mean"]["balanced_accuracy"]) if complete else None
+
+
+def render_markdown(result: dict[str, Any]) -> str:
+    rows = result["rows"]
+    ref = rows[0]["mean"]["balanced_accuracy"] if rows else None
+    lines = [
+        f"# Ablation: recipe `{result['recipe']}` on {result['data']}",
+        "",
+        f"Seeds {result['seeds']} for every row, one lesion-grouped split (`{result['split_manifest']}`), "
+        f"scored on its test side. Shared settings: "
+        f"{', '.join(f'{k}={v}' for k, v in result['base'].items()) or 'the recipe as is'}. "
+        f"Hardware: {result['hardware']}.",
+        "",
+        "Balanced accuracy is the mean over seeds, with a 95% paired bootstrap interval (the same resampled "
+        "test images for every seed). Δ is against the first row. Train minutes are per run; inference-time "
+        "levers reuse another row's runs and train nothing.",
+        "",
+        "Under device shift: the same test images as a simulated other device would take them "
+        "(warm and cool white balance, under-exposure, defocus; `edgeskin.evaluate.shift`), mean over the four.",
+        "",
+        "| row | lever | what changes | balanced acc. [95% CI] | Δ | mel recall | mel AUC | macro AUC | ECE | "
+        "bal. acc. under shift | mel AUC under shift | epochs | train min | seeds |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        m, ci = r["mean"], r["balanced_accuracy_ci95"]
+        ci_s = f" [{ci[0]:.3f}–{ci[1]:.3f}]" if ci else ""
+        delta = m["balanced_accuracy"] - ref if ref is not None else None
+        lines.append(
+            f"| {r['name']} | {r['group']} | {_what(r)} | {m['balanced_accuracy']:.3f}{ci_s} | "
+            f"{'+' if delta >= 0 else ''}{delta:.3f} | {_f(m.get('mel_recall'))} | {_f(m.get('mel_auc'))} | "
+            f"{_f(m.get('auc_macro'))} | {_f(m.get('ece'))} | {_f(m.get('shift_balanced_accuracy'))} | "
+            f"{_f(m.get('shift_mel_auc'))} | {_f(m.get('epochs'), 0)} | "
+            f"{_f(m.get('train_minutes'), 1)} | {len(r['seeds'])} |")
+    best = best_row(result)
+    if best is not None:
+        labels = list(next(iter(best["per_seed"].values()))["per_class_recall"])
+        lines += ["", f"## Per-class recall of the best complete row, `{best['name']}` (per seed)", "",
+                  "| seed | " + " | ".join(labels) + " |", "|---" * (len(labels) + 1) + "|"]
+        for seed, r in best["per_seed"].items():
+            lines.append(f"| {seed} | " + " | ".join(_f(r["per_class_recall"][k]) for k in labels) + " |")
+    for note in result.get("notes", []):
+        lines += ["", note]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,120 @@
+"""Accuracy levers (balanced softmax, MixUp/CutMix, EMA) and the ablation that compares them."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from edgeskin.benchmark.ablation import AblationConfig, Lever, Scored, paired_bootstrap, pick_tau, run_ablation
+from edgeskin.config import TrainConfig
+from edgeskin.errors import EdgeskinError
+from edgeskin.evaluate.metrics import balanced_accuracy
+from edgeskin.train import train
+from edgeskin.train.engine import make_loss, make_mixer
+
+TINY = dict(backbone="edgeskin_cnn_s", input_size=(32, 48), batch_size=16, lr=3e-3, patience=20, device="cpu")
+
+
+def test_balanced_softmax_corrects_for_the_prior_the_loss_sees():
+    targets = np.array([0] * 90 + [1] * 10)
+    logits = torch.zeros(1, 2)
+    y = torch.tensor([1])
+    raw = make_loss(TrainConfig(loss="balanced_softmax", balance="none", label_smoothing=0.0), targets, 2,
+                    torch.device("cpu"))
+    # prior (0.9, 0.1): equal logits mean the rare class is under-scored, so its loss is log(10).
+    assert raw(logits, y).item() == pytest.approx(np.log(10), rel=1e-5)
+    # An inverse-frequency sampler already balances what the loss sees: nothing left to correct.
+    sampled = make_loss(TrainConfig(loss="balanced_softmax", balance="sampler", balance_power=1.0,
+                                    label_smoothing=0.0), targets, 2, torch.device("cpu"))
+    assert sampled(logits, y).item() == pytest.approx(np.log(2), rel=1e-5)
+    # Soft targets (MixUp) work too.
+    assert raw(logits, torch.tensor([[0.5, 0.5]])).item() > 0
+
+
+def test_mixer_mixes_labels_and_is_off_at_zero():
+    assert make_mixer(TrainConfig(mixup=0.0), 7) is None
+    torch.manual_seed(0)
+    mix = make_mixer(TrainConfig(mixup=1.0), 7)
+    x, y = mix(torch.rand(8, 3, 16, 20), torch.arange(8) % 7)
+    assert x.shape == (8, 3, 16, 20) and y.shape == (8, 7)
+    assert torch.allclose(y.sum(1), torch.ones(8)) and (y.max(1).values < 1).any()
+
+
+@pytest.mark.parametrize("bad", [dict(loss="focal"), dict(mixup=1.5), dict(ema_decay=0.2)])
+def test_bad_lever_values_name_the_option(bad):
+    with pytest.raises(EdgeskinError, match=f"--{next(iter(bad)).replace('_', '-')}"):
+        TrainConfig(**bad)
+
+
+def test_ema_run_saves_the_averaged_weights(synth_root, tmp_path):
+    cfg = TrainConfig(data=str(synth_root), project=str(tmp_path), epochs=1, ema_decay=0.9, mixup=0.5,
+                      loss="balanced_softmax", name="ema", **TINY)
+    result = train(cfg)
+    state = torch.load(result.run_dir / "last.pt", weights_only=False)
+    best = torch.load(result.run_dir / "best.pt", weights_only=False)
+    ema = {k.removeprefix("module."): v for k, v in state["ema"].items()}  # checkpointed for --resume
+    key = next(k for k in best if k.endswith("stages.0.0.weight"))
+    # One epoch: the best weights are the EMA's, which differ from the optimiser's raw weights.
+    assert torch.equal(best[key], ema[key])
+    assert not torch.equal(best[key], state["model"][key])
+
+
+def test_logit_adjustment_picks_tau_on_validation():
+    rng = np.random.default_rng(0)
+    y = np.array([0] * 300 + [1] * 30)
+    prior = np.array([300, 30]) / 330
+    # A model whose logits carry the training prior: the rare class is under-called.
+    logits = np.stack([np.zeros(len(y)), (y == 1) * 1.5 - 1.0 + rng.normal(0, 0.8, len(y))], 1) + np.log(prior)
+    tau = pick_tau(logits, y, np.log(prior))
+    assert tau > 0
+    assert balanced_accuracy(y, (logits - tau * np.log(prior)).argmax(1)) > balanced_accuracy(y, logits.argmax(1))
+
+
+def test_paired_bootstrap_brackets_the_seed_mean():
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 3, 200)
+    scored = []
+    for s in range(3):
+        p = np.eye(3)[np.where(rng.random(200) < 0.7, y, rng.integers(0, 3, 200))]
+        scored.append(Scored(p, y, ("a", "b", "c"), {}))
+    lo, hi = paired_bootstrap(scored, 300)
+    mean = np.mean([balanced_accuracy(y, s.probs.argmax(1)) for s in scored])
+    assert lo < mean < hi and hi - lo < 0.2
+
+
+def test_ablation_table_rows_seeds_split_and_resume(synth_root, tmp_path):
+    levers = (Lever("base", "reference"),
+              Lever("logit-adjust", "objective", post="logit_adjust", reuse="base"),
+              Lever("bsm-ema", "objective", {"loss": "balanced_softmax", "ema_decay": 0.9}))
+    cfg = AblationConfig(data=str(synth_root), recipe="demo", levers=levers, seeds=(0, 1),
+                         base={**TINY, "epochs": 1}, out=str(tmp_path / "abl"), bootstrap=50)
+    result = run_ablation(cfg)
+    assert [r["name"] for r in result["rows"]] == ["base", "logit-adjust", "bsm-ema"]
+    for row in result["rows"]:
+        assert row["seeds"] == [0, 1]
+        lo, hi = row["balanced_accuracy_ci95"]
+        assert 0 <= lo <= row["mean"]["balanced_accuracy"] <= hi <= 1
+        assert 0 <= row["mean"]["mel_auc"] <= 1
+    # Every run used the one shared split, and the inference-time row trained nothing of its own.
+    manifests = {json.loads((tmp_path / "abl" / "runs" / f"{n}-s{s}" / "config.json").read_text())["split_manifest"]
+                 for n in ("base", "bsm-ema") for s in (0, 1)}
+    assert manifests == {str(tmp_path / "abl" / "split.csv")}
+    assert result["rows"][1]["mean"]["train_minutes"] == 0.0 and "tau" in result["rows"][1]["per_seed"]["0"]
+    assert sorted(p.name for p in (tmp_path / "abl" / "runs").iterdir()) == ["base-s0", "base-s1", "bsm-ema-s0",
+                                                                             "bsm-ema-s1"]
+    md = (tmp_path / "abl" / "ablation.md").read_text()
+    assert "| logit-adjust | objective |" in md and "Per-class recall" in md
+    # A re-run reuses finished runs (same weights file, untouched).
+    before = (tmp_path / "abl" / "runs" / "base-s0" / "best.pt").stat().st_mtime_ns
+    again = run_ablation(cfg)
+    assert (tmp_path / "abl" / "runs" / "base-s0" / "best.pt").stat().st_mtime_ns == before
+    assert again["rows"][0]["mean"] == result["rows"][0]["mean"]
+
+
+def test_ablation_refuses_a_reuse_of_a_later_row(synth_root, tmp_path):
+    levers = (Lever("tta", "inference", post="tta", reuse="base"), Lever("base", "reference"))
+    with pytest.raises(EdgeskinError, match="not an earlier row"):
+        run_ablation(AblationConfig(data=str(synth_root), recipe="demo", levers=levers, out=str(tmp_path)))
+    with pytest.raises(EdgeskinError, match="unknown post"):
+        Lever("x", "y", post="magic")
