@@ -2,6 +2,7 @@
 
     python benchmarks/ham10000_ablation.py [--rows base,balanced-softmax,...] [--seeds 0,1,2]
                                            [--epochs 6] [--out runs/ablation/ham10000]
+                                           [--why-not TEXT] [--render-only]
 
 Every row starts from the `ham-edge-int8` recipe (the int8-exact plain CNN), at 96x128 (the
 200x150 source's aspect ratio) and a fixed number of epochs, so rows differ only in their lever
@@ -13,11 +14,14 @@ benchmarks/results/ham10000_ablation.{json,md}.
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 from pathlib import Path
 
 from edgeskin.benchmark.ablation import AblationConfig, Lever, run_ablation
+from edgeskin.benchmark.ablation_report import render_markdown
+from edgeskin.fileio import write_json, write_text
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parent.parent / "shared" / "data" / "HAM10000"
@@ -28,13 +32,14 @@ LEVERS = (
     Lever("base", "reference"),
     Lever("logit-adjust", "objective", post="logit_adjust", reuse="base"),
     Lever("balanced-softmax", "objective", BSM),
+    Lever("bsm+logit-adjust", "objective", post="logit_adjust", reuse="balanced-softmax"),
     Lever("tta-flips", "inference", post="tta", reuse="balanced-softmax"),
     Lever("ema", "training", {**BSM, "ema_decay": 0.998}),
     Lever("mixup-cutmix", "training", {**BSM, "mixup": 0.5}),
-    Lever("strong-aug", "training", {**BSM, "augment": "strong"}),
     Lever("shades-of-gray", "robustness", {**BSM, "color_constancy": "shades_of_gray"}),
-    Lever("res-120x160", "resolution", {**BSM, "input_size": (120, 160)}),
     Lever("2x-epochs", "training length", {**BSM, "epochs": 12}),
+    Lever("strong-aug", "training", {**BSM, "augment": "strong"}),
+    Lever("res-120x160", "resolution", {**BSM, "input_size": (120, 160)}),
     Lever("bsm-inverse-freq", "objective", {**BSM, "balance": "none"}),
 )
 
@@ -46,6 +51,9 @@ def main() -> int:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--out", default="runs/ablation/ham10000")
+    ap.add_argument("--why-not", default="", help="why the rows left out by --rows were not run (for the table)")
+    ap.add_argument("--render-only", action="store_true",
+                    help="re-render OUT/ablation.json (rows and notes) and copy it; train and score nothing")
     args = ap.parse_args()
     levers = LEVERS
     if args.rows:
@@ -55,10 +63,21 @@ def main() -> int:
             print(f"unknown rows {unknown}; choose from {[lv.name for lv in LEVERS]}", file=sys.stderr)
             return 2
         levers = tuple(lv for lv in LEVERS if lv.name in wanted)
+    left_out = [lv.name for lv in LEVERS if lv not in levers]
+    notes = (f"Not run in this table: {', '.join(left_out)}. {args.why_not}".strip(),) if left_out else ()
     base = {"input_size": (96, 128), "epochs": args.epochs, "patience": 99}
     cfg = AblationConfig(data=args.data, recipe="ham-edge-int8", levers=levers,
-                         seeds=tuple(int(s) for s in args.seeds.split(",")), base=base, out=args.out)
-    run_ablation(cfg)
+                         seeds=tuple(int(s) for s in args.seeds.split(",")), base=base, out=args.out,
+                         notes=notes)
+    if args.render_only:
+        path = Path(args.out) / "ablation.json"
+        table = json.loads(path.read_text())
+        table["rows"] = [r for r in table["rows"] if r["name"] in {lv.name for lv in levers}]
+        table["notes"] = list(notes)
+        write_json(path, table)
+        write_text(path.with_suffix(".md"), render_markdown(table))
+    else:
+        run_ablation(cfg)
     results = HERE / "results"
     for ext in ("json", "md"):
         shutil.copyfile(Path(args.out) / f"ablation.{ext}", results / f"ham10000_ablation.{ext}")

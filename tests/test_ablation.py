@@ -118,3 +118,21 @@ def test_ablation_refuses_a_reuse_of_a_later_row(synth_root, tmp_path):
         run_ablation(AblationConfig(data=str(synth_root), recipe="demo", levers=levers, out=str(tmp_path)))
     with pytest.raises(EdgeskinError, match="unknown post"):
         Lever("x", "y", post="magic")
+
+
+def test_named_recipe_reproduces_the_committed_ablation_winner():
+    """`edgeskin train --recipe ham-edge-balanced` is the best row of the committed HAM10000 ablation."""
+    from pathlib import Path
+
+    from edgeskin.benchmark.ablation_report import best_row
+    from edgeskin.config import recipe_config
+
+    result = json.loads((Path(__file__).parents[1] / "benchmarks/results/ham10000_ablation.json").read_text())
+    best = best_row(result)
+    trained = best if best["post"] is None else next(r for r in result["rows"] if r["name"] == best["reuse"])
+    assert trained["name"] == "2x-epochs"
+
+    def fields(cfg):
+        return {k: v for k, v in json.loads(json.dumps(cfg.to_dict())).items() if k not in ("name", "recipe")}
+    assert fields(recipe_config("ham-edge-balanced", {})) == \
+        fields(recipe_config(result["recipe"], {**result["base"], **trained["overrides"]}))

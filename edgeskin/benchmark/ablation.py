@@ -61,6 +61,7 @@ class AblationConfig:
     out: str = "runs/ablation"
     split_seed: int = 0
     bootstrap: int = 1000
+    notes: tuple[str, ...] = ()  # printed under the table (e.g. rows left out, and why)
 
 
 @dataclass(frozen=True)
@@ -208,7 +209,7 @@ def run_ablation(cfg: AblationConfig) -> dict[str, Any]:
     device = resolve_device(recipe_config(cfg.recipe, cfg.base).device)
     result: dict[str, Any] = {"recipe": cfg.recipe, "base": cfg.base, "seeds": list(cfg.seeds),
                               "data": cfg.data, "split_manifest": str(manifest), "rows": [],
-                              "hardware": _hardware(device)}
+                              "hardware": _hardware(device), "notes": list(cfg.notes)}
     for lever in cfg.levers:
         per_seed, scored = {}, []
         for seed in cfg.seeds:
@@ -228,7 +229,12 @@ def run_ablation(cfg: AblationConfig) -> dict[str, Any]:
 def _hardware(device: torch.device) -> str:
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(0)} (AMP)"
-    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+    name = platform.processor() or platform.machine()
+    try:  # Linux names the CPU model; elsewhere the architecture has to do
+        name = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{name} CPU, {torch.get_num_threads()} threads, no GPU"
 
 
 def _write(out: Path, result: dict) -> None:

@@ -12,6 +12,8 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import edgeskin._compat  # noqa: F401  (before timm, which imports torchvision, on CPU torch)
+
 import torch
 from timm.utils import ModelEmaV3
 from tqdm.auto import tqdm
