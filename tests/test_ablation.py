@@ -121,7 +121,7 @@ def test_ablation_refuses_a_reuse_of_a_later_row(synth_root, tmp_path):
 
 
 def test_named_recipe_reproduces_the_committed_ablation_winner():
-    """`edgeskin train --recipe ham-edge-balanced` is the best row of the committed HAM10000 ablation."""
+    """`edgeskin train --recipe ham-edge-robust` is the best row of the committed HAM10000 ablation."""
     from pathlib import Path
 
     from edgeskin.benchmark.ablation_report import best_row
@@ -130,9 +130,9 @@ def test_named_recipe_reproduces_the_committed_ablation_winner():
     result = json.loads((Path(__file__).parents[1] / "benchmarks/results/ham10000_ablation.json").read_text())
     best = best_row(result)
     trained = best if best["post"] is None else next(r for r in result["rows"] if r["name"] == best["reuse"])
-    assert trained["name"] == "2x-epochs"
+    assert trained["name"] == "shades-of-gray"
 
     def fields(cfg):
         return {k: v for k, v in json.loads(json.dumps(cfg.to_dict())).items() if k not in ("name", "recipe")}
-    assert fields(recipe_config("ham-edge-balanced", {})) == \
+    assert fields(recipe_config("ham-edge-robust", {})) == \
         fields(recipe_config(result["recipe"], {**result["base"], **trained["overrides"]}))
