@@ -24,7 +24,8 @@ from edge_runtime.preprocess import color_constancy
 from edgeskin.benchmark.ablation_report import render_markdown
 from edgeskin.card import ModelCard
 from edgeskin.config import TrainConfig, recipe_config
-from edgeskin.data.split import MANIFEST_FILE, write_manifest
+from edgeskin.data.bundle import LabelledImages
+from edgeskin.data.split import MANIFEST_FILE, Split, write_manifest
 from edgeskin.errors import EdgeskinError
 from edgeskin.evaluate.metrics import balanced_accuracy, classification_metrics
 from edgeskin.evaluate.run import load_run_model, run_data
@@ -125,8 +126,18 @@ def pick_tau(val_logits: np.ndarray, val_y: np.ndarray, log_prior: np.ndarray) -
     return float(TAU_GRID[int(np.argmax(scores))])
 
 
-def _probabilities(run_dir: Path, post: str | None, device: torch.device):
-    """(card, data before colour constancy, split, photo -> probabilities with the row's lever, extra)."""
+@dataclass(frozen=True)
+class RowModel:
+    """A run's model with its row's inference-time lever: `probs_of(pixels)` takes images before
+    colour constancy (the device applies it), `data` holds them so."""
+    card: ModelCard
+    data: LabelledImages
+    split: Split
+    probs_of: Callable[[np.ndarray], np.ndarray]
+    extra: dict[str, Any]
+
+
+def _probabilities(run_dir: Path, post: str | None, device: torch.device) -> RowModel:
     card = ModelCard.load(run_dir)
     model = load_run_model(run_dir, card, device)
     data, split = run_data(run_dir, card, constancy=False)  # shifts act before the device's constancy
@@ -137,21 +148,22 @@ def _probabilities(run_dir: Path, post: str | None, device: torch.device):
     extra: dict[str, Any] = {}
     if post == "tta":
         extra["forward_passes"] = 4
-        return card, data, split, (lambda px: _flip_tta(logits, px)), extra
+        return RowModel(card, data, split, lambda px: _flip_tta(logits, px), extra)
     if post == "logit_adjust":
         val = split.indices("val")
         counts = np.array([card.split.counts["train"].get(k, 0) for k in card.labels], np.float64)
         log_prior = np.log(np.maximum(counts / counts.sum(), 1e-12))
         extra["tau"] = pick_tau(logits(data.pixels[val]), data.targets[val], log_prior)
-        return card, data, split, (lambda px: softmax(logits(px) - extra["tau"] * log_prior)), extra
-    return card, data, split, (lambda px: softmax(logits(px))), extra
+        return RowModel(card, data, split, lambda px: softmax(logits(px) - extra["tau"] * log_prior), extra)
+    return RowModel(card, data, split, lambda px: softmax(logits(px)), extra)
 
 
 def score_run(run_dir: Path, post: str | None, device: torch.device) -> Scored:
     """Test-split probabilities with the row's lever, plus the same under each simulated device shift."""
-    card, data, split, probs_of, extra = _probabilities(run_dir, post, device)
-    test = split.indices("test")
-    px, y = data.pixels[test], data.targets[test]
+    rm = _probabilities(run_dir, post, device)
+    card, probs_of, extra = rm.card, rm.probs_of, rm.extra
+    test = rm.split.indices("test")
+    px, y = rm.data.pixels[test], rm.data.targets[test]
     per_shift = {}
     for name in SHIFTS:
         m = classification_metrics(y, probs_of(shifted(px, name)), card.labels, card.positive_label, bootstrap=0)
