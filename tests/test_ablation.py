@@ -41,7 +41,8 @@ def test_mixer_mixes_labels_and_is_off_at_zero():
     assert torch.allclose(y.sum(1), torch.ones(8)) and (y.max(1).values < 1).any()
 
 
-@pytest.mark.parametrize("bad", [dict(loss="focal"), dict(mixup=1.5), dict(ema_decay=0.2)])
+@pytest.mark.parametrize("bad", [dict(loss="focal"), dict(mixup=1.5), dict(ema_decay=0.2),
+                                 dict(color_constancy="retinex")])
 def test_bad_lever_values_name_the_option(bad):
     with pytest.raises(EdgeskinError, match=f"--{next(iter(bad)).replace('_', '-')}"):
         TrainConfig(**bad)
