@@ -13,6 +13,7 @@ interval is for the mean balanced accuracy, not for one lucky seed.
 from __future__ import annotations
 
 import platform
+from functools import lru_cache
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -25,12 +26,15 @@ from edgeskin.benchmark.ablation_report import render_markdown
 from edgeskin.card import ModelCard
 from edgeskin.config import TrainConfig, recipe_config
 from edgeskin.data.bundle import LabelledImages
-from edgeskin.data.split import MANIFEST_FILE, Split, write_manifest
+from edgeskin.data.bundle import load_labelled
+from edgeskin.data.records import get_task
+from edgeskin.data.split import MANIFEST_FILE, Split, read_manifest, write_manifest
 from edgeskin.errors import EdgeskinError
 from edgeskin.evaluate.metrics import balanced_accuracy, classification_metrics
 from edgeskin.evaluate.run import load_run_model, run_data
 from edgeskin.evaluate.shift import SHIFTS, shifted
 from edgeskin.fileio import write_json, write_text
+from edgeskin.train.checkpoint import CONFIG, LAST
 from edgeskin.predict import predict_logits, resolve_device, softmax
 
 POST_LEVERS = ("logit_adjust", "tta")
@@ -98,7 +102,6 @@ def train_or_reuse(tcfg: TrainConfig) -> Path:
     """A finished run with the same config is reused, a killed one resumed from its last epoch;
     anything else (another config) is trained from scratch."""
     from edgeskin.train import train
-    from edgeskin.train.checkpoint import CONFIG, LAST
 
     run_dir = Path(tcfg.project) / tcfg.name
     saved = run_dir / CONFIG
@@ -137,10 +140,30 @@ class RowModel:
     extra: dict[str, Any]
 
 
-def _probabilities(run_dir: Path, post: str | None, device: torch.device) -> RowModel:
+@dataclass(frozen=True)
+class SplitImages:
+    data: LabelledImages
+    split: Split
+
+
+@lru_cache(maxsize=1)
+def _split_images(data: str, task: str, size_hw: tuple[int, int], manifest: str) -> SplitImages:
+    """Every run of one input size sees the same images and the shared split: decode and split them
+    once, not once per (row, seed). Before colour constancy: shifts act before the device's."""
+    images = load_labelled(data, get_task(task), size_hw, require_all_classes=False, progress=False)
+    split, keep = read_manifest(manifest, images.samples, images.digests)
+    return SplitImages(images.subset(keep), split)
+
+
+def _probabilities(run_dir: Path, post: str | None, device: torch.device, manifest: Path) -> RowModel:
     card = ModelCard.load(run_dir)
     model = load_run_model(run_dir, card, device)
-    data, split = run_data(run_dir, card, constancy=False)  # shifts act before the device's constancy
+    tcfg = TrainConfig.load(run_dir / CONFIG)
+    if tcfg.max_images is not None:  # a per-seed subset: not shared between runs
+        data, split = run_data(run_dir, card, constancy=False)
+    else:
+        shared = _split_images(tcfg.data, card.task, tuple(card.preprocessing.input_size), str(manifest))
+        data, split = shared.data, shared.split
     pre = card.preprocessing
 
     def logits(px: np.ndarray) -> np.ndarray:
@@ -158,9 +181,9 @@ def _probabilities(run_dir: Path, post: str | None, device: torch.device) -> Row
     return RowModel(card, data, split, lambda px: softmax(logits(px)), extra)
 
 
-def score_run(run_dir: Path, post: str | None, device: torch.device) -> Scored:
+def score_run(run_dir: Path, post: str | None, device: torch.device, manifest: Path) -> Scored:
     """Test-split probabilities with the row's lever, plus the same under each simulated device shift."""
-    rm = _probabilities(run_dir, post, device)
+    rm = _probabilities(run_dir, post, device, manifest)
     card, probs_of, extra = rm.card, rm.probs_of, rm.extra
     test = rm.split.indices("test")
     px, y = rm.data.pixels[test], rm.data.targets[test]
@@ -228,7 +251,7 @@ def run_ablation(cfg: AblationConfig) -> dict[str, Any]:
             source = lever.reuse or lever.name
             src_lever = next(lv for lv in cfg.levers if lv.name == source)
             run_dir = train_or_reuse(run_config(cfg, src_lever, seed, manifest))
-            s = score_run(run_dir, lever.post, device)
+            s = score_run(run_dir, lever.post, device, manifest)
             if lever.reuse:  # inference-time levers cost no training of their own
                 s = replace(s, extra={**s.extra, "train_minutes": 0.0, "epochs": 0})
             per_seed[seed], scored = {**seed_row(s), "run": str(run_dir)}, scored + [s]
