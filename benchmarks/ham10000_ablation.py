@@ -71,6 +71,10 @@ def main() -> int:
                          notes=notes)
     if args.render_only:
         path = Path(args.out) / "ablation.json"
+        if not path.is_file():
+            print(f"--render-only: {path} does not exist; run the ablation first (without --render-only)",
+                  file=sys.stderr)
+            return 2
         table = json.loads(path.read_text())
         table["rows"] = [r for r in table["rows"] if r["name"] in {lv.name for lv in levers}]
         table["notes"] = list(notes)

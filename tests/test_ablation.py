@@ -111,6 +111,12 @@ def test_ablation_table_rows_seeds_split_and_resume(synth_root, tmp_path):
     again = run_ablation(cfg)
     assert (tmp_path / "abl" / "runs" / "base-s0" / "best.pt").stat().st_mtime_ns == before
     assert again["rows"][0]["mean"] == result["rows"][0]["mean"]
+    # A run killed before its card was written is resumed from last.pt, not trained again.
+    (tmp_path / "abl" / "runs" / "base-s0" / "model_card.json").unlink()
+    resumed = run_ablation(cfg)
+    assert (tmp_path / "abl" / "runs" / "base-s0" / "model_card.json").is_file()
+    assert (tmp_path / "abl" / "runs" / "base-s0" / "best.pt").stat().st_mtime_ns == before
+    assert resumed["rows"][0]["mean"]["balanced_accuracy"] == result["rows"][0]["mean"]["balanced_accuracy"]
 
 
 def test_ablation_refuses_a_reuse_of_a_later_row(synth_root, tmp_path):
