@@ -55,6 +55,10 @@ def cli() -> None:
               help="White balance every image (shades of gray); the card tells the device to do the same.")
 @click.option("--mixup", type=float, help="Probability a batch is mixed by MixUp or CutMix (0 = off).")
 @click.option("--ema-decay", type=float, help="EMA of weights, validated and saved (e.g. 0.998; 0 = off).")
+@click.option("--teacher", type=click.Path(), multiple=True,
+              help="A finished run to distil from (repeat for an ensemble; same split, constancy and loss).")
+@click.option("--distill-alpha", type=float, help="Weight of the distillation loss (labels get 1 - alpha).")
+@click.option("--distill-temperature", type=float, help="Softmax temperature of the distillation loss.")
 @click.option("--drop-rate", type=float)
 @click.option("--patience", type=int, help="Early stopping patience (epochs) on val balanced accuracy.")
 @click.option("--seed", type=int)
@@ -77,6 +81,7 @@ def train(resume, recipe, **options) -> None:
     from edgeskin.config import recipe_config
     from edgeskin.train import train as run_train
 
+    options = {k: (None if v == () else v) for k, v in options.items()}  # an unused --teacher is ()
     if resume:
         given = sorted(f"--{k.replace('_', '-')}" for k, v in options.items() if v is not None)
         if given or recipe:

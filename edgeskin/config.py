@@ -37,6 +37,9 @@ class TrainConfig:
     color_constancy: str = "none"  # "shades_of_gray": recorded in the card, applied on the device too
     mixup: float = 0.0  # probability that a batch is mixed (MixUp alpha 0.2 or CutMix alpha 1.0)
     ema_decay: float = 0.0  # EMA of weights (timm ModelEmaV3, warm-up); validated and saved if > 0
+    teacher: tuple[str, ...] = ()  # finished runs whose ensemble is distilled into this one
+    distill_alpha: float = 0.5  # weight of the distillation term (the labels get 1 - alpha)
+    distill_temperature: float = 2.0
     drop_rate: float = 0.2
     patience: int = 8  # early stopping on validation balanced accuracy
     seed: int = 0
@@ -63,6 +66,8 @@ class TrainConfig:
              f"--color-constancy {self.color_constancy!r}; choose one of {list(CONSTANCY)}"),
             (0 <= self.mixup <= 1, f"--mixup {self.mixup}; use a probability in [0, 1]"),
             (self.ema_decay == 0 or 0.5 <= self.ema_decay < 1, f"--ema-decay {self.ema_decay}; use 0 (off) or [0.5, 1)"),
+            (0 < self.distill_alpha <= 1, f"--distill-alpha {self.distill_alpha}; use a weight in (0, 1]"),
+            (self.distill_temperature > 0, f"--distill-temperature {self.distill_temperature}; use a positive value"),
             (self.device in DEVICES, f"--device {self.device!r}; choose one of {list(DEVICES)}"),
             (self.epochs >= 1, f"--epochs {self.epochs}; use 1 or more"),
             (self.batch_size >= 2, f"--batch-size {self.batch_size}; use 2 or more (BatchNorm needs it)"),
@@ -90,6 +95,7 @@ class TrainConfig:
             raise EdgeskinError(f"{path} not found; --resume needs a run directory written by `edgeskin train`")
         d = json.loads(path.read_text())
         d["input_size"] = tuple(d["input_size"])
+        d["teacher"] = tuple(d.get("teacher", ()))
         return cls(**d)
 
 

@@ -44,12 +44,14 @@ TAU_GRID = tuple(np.round(np.arange(0.0, 2.01, 0.25), 2))
 @dataclass(frozen=True)
 class Lever:
     """A row: `overrides` of the base recipe's TrainConfig fields, and/or an inference-time `post`
-    lever applied to the runs of row `reuse` (so it costs no training)."""
+    lever applied to the runs of row `reuse` (so it costs no training). `teacher`: an earlier row
+    whose runs (all seeds) are the ensemble each of this row's runs is distilled from."""
     name: str
     group: str
     overrides: dict[str, Any] = field(default_factory=dict)
     post: str | None = None
     reuse: str | None = None
+    teacher: str | None = None
 
     def __post_init__(self) -> None:
         if self.post is not None and self.post not in POST_LEVERS:
@@ -93,7 +95,9 @@ def shared_split(cfg: AblationConfig) -> Path:
 # Step 2: train (or reuse) one run ---------------------------------------------------------------
 
 def run_config(cfg: AblationConfig, lever: Lever, seed: int, manifest: Path) -> TrainConfig:
-    return recipe_config(cfg.recipe, {**cfg.base, **lever.overrides, "data": cfg.data, "seed": seed,
+    runs = Path(cfg.out) / "runs"
+    teacher = {"teacher": tuple(str(runs / f"{lever.teacher}-s{s}") for s in cfg.seeds)} if lever.teacher else {}
+    return recipe_config(cfg.recipe, {**cfg.base, **lever.overrides, **teacher, "data": cfg.data, "seed": seed,
                                       "split_manifest": str(manifest), "project": str(Path(cfg.out) / "runs"),
                                       "name": f"{lever.name}-s{seed}", "exist_ok": True})
 
@@ -224,7 +228,7 @@ def summarise(lever: Lever, per_seed: dict[int, dict[str, Any]], scored: Sequenc
     mean = {k: float(np.mean([r[k] for r in per_seed.values() if r.get(k) is not None]))
             for k in keys if any(r.get(k) is not None for r in per_seed.values())}
     return {"name": lever.name, "group": lever.group, "overrides": lever.overrides, "post": lever.post,
-            "reuse": lever.reuse, "seeds": sorted(per_seed), "mean": mean,
+            "reuse": lever.reuse, "teacher": lever.teacher, "seeds": sorted(per_seed), "mean": mean,
             "balanced_accuracy_ci95": paired_bootstrap(scored, n_boot) if scored and n_boot else None,
             "per_seed": {str(k): v for k, v in per_seed.items()}}
 
@@ -238,6 +242,9 @@ def run_ablation(cfg: AblationConfig) -> dict[str, Any]:
     for lv in cfg.levers:
         if lv.reuse is not None and lv.reuse not in names[: names.index(lv.name)]:
             raise EdgeskinError(f"lever {lv.name!r} reuses {lv.reuse!r}, which is not an earlier row")
+        trained_before = [x.name for x in cfg.levers[: names.index(lv.name)] if x.reuse is None]
+        if lv.teacher is not None and lv.teacher not in trained_before:
+            raise EdgeskinError(f"lever {lv.name!r} distils from {lv.teacher!r}, which is not an earlier trained row")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     manifest = shared_split(cfg)

@@ -13,6 +13,8 @@ def _what(row: dict[str, Any]) -> str:
     parts = [f"{k}={v}" for k, v in row["overrides"].items()]
     if row["post"]:
         parts.append(f"{row['post']} on {row['reuse']}'s runs")
+    if row.get("teacher"):
+        parts.append(f"distilled from the {row['teacher']} ensemble")
     return ", ".join(parts) or "base recipe"
 
 

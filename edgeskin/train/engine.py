@@ -101,8 +101,10 @@ def make_mixer(cfg: TrainConfig, n_classes: int) -> Callable | None:
 
 
 def train_epoch(model, loader, opt, loss_fn, scaler, lr_fn: Callable[[int], float], mean, std, device,
-                desc: str, after_step: Callable[[], None] | None = None, mix: Callable | None = None) -> float:
-    """One pass over `loader`; the caller has set train/eval modes. Returns the mean loss."""
+                desc: str, after_step: Callable[[], None] | None = None, mix: Callable | None = None,
+                distill: Callable | None = None) -> float:
+    """One pass over `loader`; the caller has set train/eval modes. Returns the mean loss.
+    `distill(hard_loss, logits, x)` blends in a teacher's soft targets (edgeskin.train.distill)."""
     amp = device.type == "cuda"
     amp_dtype = torch.bfloat16 if amp and torch.cuda.is_bf16_supported() else torch.float16
     running, bar = 0.0, tqdm(loader, desc=desc, leave=False, disable=None)
@@ -116,7 +118,10 @@ def train_epoch(model, loader, opt, loss_fn, scaler, lr_fn: Callable[[int], floa
         if amp:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
-            loss = loss_fn(model(x), y)
+            logits = model(x)
+            loss = loss_fn(logits, y)
+            if distill is not None:
+                loss = distill(loss, logits, x)
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(opt)

@@ -58,6 +58,9 @@ def check_options(cfg: TrainConfig) -> None:
     for option, value in (("--split-manifest", cfg.split_manifest), ("--weights", cfg.weights)):
         if value and not Path(value).is_file():
             raise EdgeskinError(f"{option} {value} does not exist; pass an existing file")
+    for run in cfg.teacher:
+        if not (Path(run) / "model_card.json").is_file():
+            raise EdgeskinError(f"--teacher {run} has no model_card.json; pass a finished `edgeskin train` run")
     if cfg.weights and not cfg.weights_sha256:
         raise EdgeskinError(f"--weights {cfg.weights} needs --weights-sha256 (get it with `sha256sum {cfg.weights}`)")
 
@@ -106,6 +109,7 @@ def train(cfg: TrainConfig | None = None, resume: str | Path | None = None) -> T
     loss_fn = make_loss(cfg, data.targets[train_idx], n_classes, device)
     mix = make_mixer(cfg, n_classes)
     ema = ModelEmaV3(model, decay=cfg.ema_decay, use_warmup=True) if cfg.ema_decay else None
+    distill = _distiller(cfg, data, split, mean, std, device)
     # Step 4: the run directory, with its config and split manifest.
     if resume is None:
         run_dir = ckpt.new_run_dir(cfg.project, cfg.name, cfg.exist_ok)
@@ -141,7 +145,7 @@ def train(cfg: TrainConfig | None = None, resume: str | Path | None = None) -> T
         loss = train_epoch(model, loader, opt, loss_fn, scaler,
                            lambda i: lr_at(epoch * steps + i, state["planned_epochs"] * steps, warmup, cfg.lr),
                            mean_t, std_t, device, f"epoch {epoch + 1}/{state['planned_epochs']}",
-                           after_step=update_ema if ema is not None else None, mix=mix)
+                           after_step=update_ema if ema is not None else None, mix=mix, distill=distill)
         judged = ema.module if ema is not None else model  # the weights that are validated and saved
         probs = softmax(predict_logits(judged, data.pixels[val_idx], mean, std, device))
         val = quick_metrics(data.targets[val_idx], probs)
@@ -174,6 +178,17 @@ def train(cfg: TrainConfig | None = None, resume: str | Path | None = None) -> T
     print(f"edgeskin train: done ({stop_reason}); best val balanced accuracy {state['best_score']:.4f} "
           f"at epoch {state['best_epoch']}; card {run_dir / 'model_card.json'}")
     return TrainResult(run_dir, card, state["best_epoch"], state["epoch"], stop_reason)
+
+
+def _distiller(cfg: TrainConfig, data: LabelledImages, split: Split, mean, std, device):
+    if not cfg.teacher:
+        return None
+    from edgeskin.train.distill import Distiller, load_teachers  # imports evaluate, which imports train
+
+    teachers = load_teachers(cfg, data.task.labels, data.samples, split, device)
+    return Distiller(teachers, cfg.distill_alpha, cfg.distill_temperature,
+                     torch.tensor(mean, dtype=torch.float32, device=device),
+                     torch.tensor(std, dtype=torch.float32, device=device))
 
 
 def _write_card(cfg, run_dir, data, split, model, mean, std, state) -> ModelCard:
