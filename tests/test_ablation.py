@@ -111,6 +111,18 @@ def test_ablation_table_rows_seeds_split_and_resume(synth_root, tmp_path):
     again = run_ablation(cfg)
     assert (tmp_path / "abl" / "runs" / "base-s0" / "best.pt").stat().st_mtime_ns == before
     assert again["rows"][0]["mean"] == result["rows"][0]["mean"]
+    # ...and its cached scores (keyed by weights, split and scorer version); a stale key is re-scored.
+    cache = tmp_path / "abl" / "runs" / "base-s0" / "scores-logit_adjust.npz"
+    with np.load(cache) as z:
+        meta = json.loads(str(z["meta"]))
+        probs = z["probs"]
+    assert meta["key"]["post"] == "logit_adjust" and meta["extra"]["tau"] == again["rows"][1]["per_seed"]["0"]["tau"]
+    np.savez(cache, probs=np.zeros_like(probs), targets=np.zeros(len(probs)), meta=np.array(json.dumps(
+        {**meta, "key": {**meta["key"], "version": -1}})))
+    from edgeskin.benchmark.ablation import score_run
+
+    rescored = score_run(cache.parent, "logit_adjust", torch.device("cpu"), tmp_path / "abl" / "split.csv")
+    assert np.allclose(rescored.probs, probs)
     # A run killed before its card was written is resumed from last.pt, not trained again.
     (tmp_path / "abl" / "runs" / "base-s0" / "model_card.json").unlink()
     resumed = run_ablation(cfg)

@@ -12,6 +12,7 @@ interval is for the mean balanced accuracy, not for one lucky seed.
 
 from __future__ import annotations
 
+import json
 import platform
 from functools import lru_cache
 from dataclasses import dataclass, field, replace
@@ -33,11 +34,12 @@ from edgeskin.errors import EdgeskinError
 from edgeskin.evaluate.metrics import balanced_accuracy, classification_metrics
 from edgeskin.evaluate.run import load_run_model, run_data
 from edgeskin.evaluate.shift import SHIFTS, shifted
-from edgeskin.fileio import write_json, write_text
+from edgeskin.fileio import atomic_path, sha256_file, write_json, write_text
 from edgeskin.train.checkpoint import CONFIG, LAST
 from edgeskin.predict import predict_logits, resolve_device, softmax
 
 POST_LEVERS = ("logit_adjust", "tta")
+SCORE_VERSION = 1  # bump when scoring changes (shifts, TTA, tau grid): cached scores are then redone
 TAU_GRID = tuple(np.round(np.arange(0.0, 2.01, 0.25), 2))
 
 
@@ -186,7 +188,25 @@ def _probabilities(run_dir: Path, post: str | None, device: torch.device, manife
 
 
 def score_run(run_dir: Path, post: str | None, device: torch.device, manifest: Path) -> Scored:
-    """Test-split probabilities with the row's lever, plus the same under each simulated device shift."""
+    """Test-split probabilities with the row's lever, plus the same under each simulated device shift.
+    Cached in the run folder, keyed by its weights, the split and SCORE_VERSION, so re-running an
+    ablation to add a row does not re-score every finished run."""
+    key = {"version": SCORE_VERSION, "post": post, "weights": ModelCard.load(run_dir).weights["sha256"],
+           "manifest": sha256_file(manifest)}
+    cache = run_dir / f"scores-{post or 'plain'}.npz"
+    if cache.is_file():
+        with np.load(cache) as z:
+            meta = json.loads(str(z["meta"]))
+            if meta["key"] == key:
+                return Scored(z["probs"], z["targets"], tuple(meta["labels"]), meta["extra"])
+    scored = _score(run_dir, post, device, manifest)
+    meta = {"key": key, "labels": list(scored.labels), "extra": scored.extra}
+    with atomic_path(cache) as tmp, open(tmp, "wb") as f:
+        np.savez(f, probs=scored.probs, targets=scored.targets, meta=np.array(json.dumps(meta)))
+    return scored
+
+
+def _score(run_dir: Path, post: str | None, device: torch.device, manifest: Path) -> Scored:
     rm = _probabilities(run_dir, post, device, manifest)
     card, probs_of, extra = rm.card, rm.probs_of, rm.extra
     test = rm.split.indices("test")
