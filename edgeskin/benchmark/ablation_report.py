@@ -36,7 +36,8 @@ def render_markdown(result: dict[str, Any]) -> str:
         "",
         "Balanced accuracy is the mean over seeds, with a 95% paired bootstrap interval (the same resampled "
         "test images for every seed). Δ is against the first row. Train minutes are per run; inference-time "
-        "levers reuse another row's runs and train nothing.",
+        "levers reuse another row's runs and train nothing. A distilled row's minutes are its student's; "
+        "its teacher row's runs (all seeds) come on top.",
         "",
         "Under device shift: the same test images as a simulated other device would take them "
         "(warm and cool white balance, under-exposure, defocus; `edgeskin.evaluate.shift`), mean over the four.",
