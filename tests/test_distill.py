@@ -19,7 +19,7 @@ TINY = dict(backbone="edgeskin_cnn_s", input_size=(32, 48), batch_size=16, lr=3e
 def _teacher(size, mean, std) -> TeacherModel:
     torch.manual_seed(0)
     model = build_model("edgeskin_cnn_s", 7, "gap_linear", size).eval()
-    return TeacherModel(None, model, size, torch.tensor(mean), torch.tensor(std))
+    return TeacherModel(model, size, torch.tensor(mean), torch.tensor(std))
 
 
 @pytest.mark.parametrize("teacher_size", [(32, 48), (40, 56)])
@@ -48,7 +48,7 @@ def test_teacher_sees_the_batch_in_its_own_preprocessing(teacher_size):
 def test_ensemble_averages_the_teachers_probabilities():
     a = _teacher((32, 48), [0.5] * 3, [0.25] * 3)
     torch.manual_seed(1)
-    b = TeacherModel(None, build_model("edgeskin_cnn_s", 7, "gap_linear", (32, 48)).eval(), (32, 48), a.mean, a.std)
+    b = TeacherModel(build_model("edgeskin_cnn_s", 7, "gap_linear", (32, 48)).eval(), (32, 48), a.mean, a.std)
     x = torch.randn(2, 3, 32, 48)
     one = [Distiller([t], 0.5, 3.0, a.mean, a.std).teacher_probs(x) for t in (a, b)]
     both = Distiller([a, b], 0.5, 3.0, a.mean, a.std).teacher_probs(x)

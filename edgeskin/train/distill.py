@@ -34,7 +34,6 @@ from edgeskin.train import checkpoint as ckpt
 
 @dataclass(frozen=True)
 class TeacherModel:
-    run_dir: Path
     model: torch.nn.Module
     input_size: tuple[int, int]
     mean: torch.Tensor
@@ -98,7 +97,7 @@ def load_teachers(cfg: TrainConfig, labels: Sequence[str], samples: Sequence[Sam
             raise EdgeskinError(f"--teacher {run_dir} was trained on {len(leaked)} of this run's val/test images "
                                 f"(e.g. {min(leaked)!r}); train the teacher on the same split (--split-manifest)")
         pre = card.preprocessing
-        teachers.append(TeacherModel(run_dir, load_run_model(run_dir, card, device), tuple(pre.input_size),
+        teachers.append(TeacherModel(load_run_model(run_dir, card, device), tuple(pre.input_size),
                                      torch.tensor(pre.mean, dtype=torch.float32, device=device),
                                      torch.tensor(pre.std, dtype=torch.float32, device=device)))
     return teachers
