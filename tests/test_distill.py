@@ -1,5 +1,8 @@
 """Knowledge distillation from an ensemble of finished runs (edgeskin.train.distill)."""
 
+import shutil
+from dataclasses import replace
+
 import pytest
 import torch
 from click.testing import CliRunner
@@ -87,6 +90,11 @@ def test_teacher_trained_on_the_students_test_images_is_refused(synth_root, teac
     with pytest.raises(EdgeskinError, match=r"--teacher .*val/test images.*--split-manifest"):
         train(cfg)
     assert not (tmp_path / "exp").exists()  # refused before the run folder is made
+    # A teacher without its split manifest cannot be checked for leakage, so it is refused too.
+    shutil.copytree(teacher_run, tmp_path / "t-copy")
+    (tmp_path / "t-copy" / "split.csv").unlink()
+    with pytest.raises(EdgeskinError, match=r"--teacher .*t-copy has no split.csv"):
+        train(replace(cfg, teacher=(str(tmp_path / "t-copy"),)))
 
 
 @pytest.mark.parametrize("bad, match", [(dict(color_constancy="shades_of_gray"), "--color-constancy"),

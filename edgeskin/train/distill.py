@@ -70,7 +70,10 @@ class Distiller:
 
 
 def _train_side(run_dir: Path, card: ModelCard) -> set[str]:
-    with open(run_dir / card.split.manifest, newline="") as f:
+    manifest = run_dir / card.split.manifest
+    if not manifest.is_file():  # without it, leakage into this run's val/test cannot be ruled out
+        raise EdgeskinError(f"--teacher {run_dir} has no {card.split.manifest}; pass a run written by `edgeskin train`")
+    with open(manifest, newline="") as f:
         return {row["image_id"] for row in csv.DictReader(f) if row["split"] == "train"}
 
 

@@ -97,6 +97,8 @@ def train(cfg: TrainConfig | None = None, resume: str | Path | None = None) -> T
     data, split = prepare_data(cfg)
     train_idx, val_idx = split.indices("train"), split.indices("val")
     mean, std = channel_stats(data.pixels[train_idx])
+    mean_t = torch.tensor(mean, dtype=torch.float32, device=device)
+    std_t = torch.tensor(std, dtype=torch.float32, device=device)
     # Step 3: model (seeded, so the initial weights are reproducible).
     seed_everything(cfg.seed)
     model = build_model(cfg.backbone, len(data.task.labels), cfg.head, cfg.input_size, cfg.drop_rate,
@@ -109,7 +111,7 @@ def train(cfg: TrainConfig | None = None, resume: str | Path | None = None) -> T
     loss_fn = make_loss(cfg, data.targets[train_idx], n_classes, device)
     mix = make_mixer(cfg, n_classes)
     ema = ModelEmaV3(model, decay=cfg.ema_decay, use_warmup=True) if cfg.ema_decay else None
-    distill = _distiller(cfg, data, split, mean, std, device)
+    distill = _distiller(cfg, data, split, mean_t, std_t, device)
     # Step 4: the run directory, with its config and split manifest.
     if resume is None:
         run_dir = ckpt.new_run_dir(cfg.project, cfg.name, cfg.exist_ok)
@@ -128,8 +130,6 @@ def train(cfg: TrainConfig | None = None, resume: str | Path | None = None) -> T
             ema.load_state_dict(state["ema"])
     print(f"edgeskin train: {run_dir}  ({len(train_idx)} train / {len(val_idx)} val images, device {device})")
     # Step 5: epochs, each ending in validation and an atomic checkpoint.
-    mean_t = torch.tensor(mean, device=device)
-    std_t = torch.tensor(std, device=device)
     stop_reason = "epochs done"
     while state["epoch"] < state["planned_epochs"]:
         epoch, t0 = state["epoch"], time.time()
@@ -180,15 +180,13 @@ def train(cfg: TrainConfig | None = None, resume: str | Path | None = None) -> T
     return TrainResult(run_dir, card, state["best_epoch"], state["epoch"], stop_reason)
 
 
-def _distiller(cfg: TrainConfig, data: LabelledImages, split: Split, mean, std, device):
+def _distiller(cfg: TrainConfig, data: LabelledImages, split: Split, mean_t, std_t, device):
     if not cfg.teacher:
         return None
     from edgeskin.train.distill import Distiller, load_teachers  # imports evaluate, which imports train
 
     teachers = load_teachers(cfg, data.task.labels, data.samples, split, device)
-    return Distiller(teachers, cfg.distill_alpha, cfg.distill_temperature,
-                     torch.tensor(mean, dtype=torch.float32, device=device),
-                     torch.tensor(std, dtype=torch.float32, device=device))
+    return Distiller(teachers, cfg.distill_alpha, cfg.distill_temperature, mean_t, std_t)
 
 
 def _write_card(cfg, run_dir, data, split, model, mean, std, state) -> ModelCard:
