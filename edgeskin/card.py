@@ -67,6 +67,9 @@ class ModelCard:
     # Set by export: softmax temperature fitted on the validation split, and the top probability
     # below which a prediction is flagged uncertain (see edgeskin.export.calibrate).
     calibration: dict[str, Any] | None = None
+    # Set by `export --min-recall`: logit offsets (one per label) a device adds before the softmax,
+    # so the positive class reaches a chosen validation recall (edgeskin.export.calibrate).
+    operating_point: dict[str, Any] | None = None
     schema: int = SCHEMA_VERSION
     edgeskin_version: str = __version__
 
@@ -78,6 +81,12 @@ class ModelCard:
 
     def replace(self, **changes: Any) -> "ModelCard":
         return dataclasses.replace(self, **changes)
+
+    @property
+    def offsets(self) -> tuple[float, ...]:
+        """The operating point's logit offsets, one per label (zeros: plain argmax)."""
+        point = self.operating_point or {}
+        return tuple(point.get("offsets") or (0.0,) * len(self.labels))
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ModelCard":

@@ -147,6 +147,9 @@ def compress(run, **options) -> None:
 @click.option("--allow-degraded", is_flag=True, help="Exit 0 even if validation fails (the file is marked).")
 @click.option("--cam-images", default=64, show_default=True, type=int, help="Images for the CAM fidelity check.")
 @click.option("--calib-images", default=200, show_default=True, type=int, help="Training images calibrating int8 .tflite.")
+@click.option("--min-recall", "min_recall", type=float, default=None,
+              help="Operating point: the validation recall the card's positive class (mel) must reach; the "
+                   "device adds the fitted logit offset before deciding. Default: plain argmax.")
 def export(run, **options) -> None:
     """Export RUN with a CAM output, then validate the file with its real runtime."""
     from edgeskin.config import ExportConfig

@@ -87,11 +87,12 @@ def test_paired_bootstrap_brackets_the_seed_mean():
 def test_ablation_table_rows_seeds_split_and_resume(synth_root, tmp_path):
     levers = (Lever("base", "reference"),
               Lever("logit-adjust", "objective", post="logit_adjust", reuse="base"),
-              Lever("bsm-ema", "objective", {"loss": "balanced_softmax", "ema_decay": 0.9}))
+              Lever("bsm-ema", "objective", {"loss": "balanced_softmax", "ema_decay": 0.9}),
+              Lever("mel-op", "operating point", post="min_recall=1.0", reuse="bsm-ema"))
     cfg = AblationConfig(data=str(synth_root), recipe="demo", levers=levers, seeds=(0, 1),
                          base={**TINY, "epochs": 1}, out=str(tmp_path / "abl"), bootstrap=50)
     result = run_ablation(cfg)
-    assert [r["name"] for r in result["rows"]] == ["base", "logit-adjust", "bsm-ema"]
+    assert [r["name"] for r in result["rows"]] == ["base", "logit-adjust", "bsm-ema", "mel-op"]
     for row in result["rows"]:
         assert row["seeds"] == [0, 1]
         lo, hi = row["balanced_accuracy_ci95"]
@@ -104,6 +105,12 @@ def test_ablation_table_rows_seeds_split_and_resume(synth_root, tmp_path):
     assert result["rows"][1]["mean"]["train_minutes"] == 0.0 and "tau" in result["rows"][1]["per_seed"]["0"]
     assert sorted(p.name for p in (tmp_path / "abl" / "runs").iterdir()) == ["base-s0", "base-s1", "bsm-ema-s0",
                                                                              "bsm-ema-s1"]
+    # The operating-point row decides with a melanoma offset fitted on validation: never fewer
+    # melanomas found than its source row, and every validation melanoma (R = 1.0) in the fit.
+    op, src = result["rows"][3]["per_seed"], result["rows"][2]["per_seed"]
+    for s in ("0", "1"):
+        assert op[s]["offset"] >= 0 and op[s]["mel_recall"] >= src[s]["mel_recall"]
+        assert op[s]["mel_auc"] == pytest.approx(src[s]["mel_auc"])  # one logit shifted: ranks within mel kept
     md = (tmp_path / "abl" / "ablation.md").read_text()
     assert "| logit-adjust | objective |" in md and "Per-class recall" in md
     # A re-run reuses finished runs (same weights file, untouched).
@@ -135,8 +142,9 @@ def test_ablation_refuses_a_reuse_of_a_later_row(synth_root, tmp_path):
     levers = (Lever("tta", "inference", post="tta", reuse="base"), Lever("base", "reference"))
     with pytest.raises(EdgeskinError, match="not an earlier row"):
         run_ablation(AblationConfig(data=str(synth_root), recipe="demo", levers=levers, out=str(tmp_path)))
-    with pytest.raises(EdgeskinError, match="unknown post"):
-        Lever("x", "y", post="magic")
+    for bad in ("magic", "min_recall=1.5", "min_recall=x"):
+        with pytest.raises(EdgeskinError, match="unknown post"):
+            Lever("x", "y", post=bad)
 
 
 def test_named_recipe_reproduces_the_committed_ablation_winner():
@@ -151,11 +159,13 @@ def test_named_recipe_reproduces_the_committed_ablation_winner():
         return next(r for r in result["rows"] if r["name"] == name)
     best = best_row(result)
     trained = best if best["post"] is None else row(best["reuse"])
-    assert trained["name"] == "sog+2x+distill"
+    assert trained["name"] == "sog+3x+distill"
 
     def fields(cfg):
         return {k: v for k, v in json.loads(json.dumps(cfg.to_dict())).items() if k not in ("name", "recipe")}
-    # The winner is the recipe distilled from three runs of the recipe itself.
-    for r in (trained, row(trained["teacher"])):
-        assert fields(recipe_config("ham-edge-robust", {})) == \
+    # The winner is the recipe, distilled from a chain of the recipe's own runs at 12 epochs.
+    assert fields(recipe_config("ham-edge-robust", {})) == \
+        fields(recipe_config(result["recipe"], {**result["base"], **trained["overrides"]}))
+    for r in (row(trained["teacher"]), row(row(trained["teacher"])["teacher"])):
+        assert fields(recipe_config("ham-edge-robust", {"epochs": 12})) == \
             fields(recipe_config(result["recipe"], {**result["base"], **r["overrides"]}))

@@ -38,7 +38,7 @@ from edgeskin.fileio import atomic_path, sha256_file, write_json, write_text
 from edgeskin.train.checkpoint import CONFIG, LAST
 from edgeskin.predict import predict_logits, resolve_device, softmax
 
-POST_LEVERS = ("logit_adjust", "tta")
+POST_LEVERS = ("logit_adjust", "tta", "min_recall=R")  # R: a recall in (0, 1], e.g. min_recall=0.7
 SCORE_VERSION = 1  # bump when scoring changes (shifts, TTA, tau grid): cached scores are then redone
 TAU_GRID = tuple(np.round(np.arange(0.0, 2.01, 0.25), 2))
 
@@ -56,8 +56,18 @@ class Lever:
     teacher: str | None = None
 
     def __post_init__(self) -> None:
-        if self.post is not None and self.post not in POST_LEVERS:
+        if self.post is not None and self.post not in POST_LEVERS and _min_recall(self.post) is None:
             raise EdgeskinError(f"lever {self.name!r}: unknown post {self.post!r}; choose one of {list(POST_LEVERS)}")
+
+
+def _min_recall(post: str | None) -> float | None:
+    """R of a "min_recall=R" post lever (the export's --min-recall operating point), else None."""
+    name, _, value = (post or "").partition("=")
+    try:
+        r = float(value) if name == "min_recall" else None
+    except ValueError:
+        return None
+    return r if r is not None and 0.0 < r <= 1.0 else None
 
 
 @dataclass(frozen=True)
@@ -184,6 +194,15 @@ def _probabilities(run_dir: Path, post: str | None, device: torch.device, manife
         log_prior = np.log(np.maximum(counts / counts.sum(), 1e-12))
         extra["tau"] = pick_tau(logits(data.pixels[val]), data.targets[val], log_prior)
         return RowModel(card, data, split, lambda px: softmax(logits(px) - extra["tau"] * log_prior), extra)
+    if _min_recall(post) is not None:  # the operating point `edgeskin export --min-recall` fits
+        from edgeskin.export.calibrate import operating_point
+
+        val = split.indices("val")
+        point = operating_point(logits(data.pixels[val]), data.targets[val], card.labels, card.positive_label,
+                                _min_recall(post), "validation split")
+        offsets = np.asarray(point["offsets"])
+        extra["offset"] = float(offsets.max())
+        return RowModel(card, data, split, lambda px: softmax(logits(px) + offsets), extra)
     return RowModel(card, data, split, lambda px: softmax(logits(px)), extra)
 
 

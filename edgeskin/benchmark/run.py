@@ -19,6 +19,7 @@ import platform
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from edgeskin.benchmark import measure
@@ -72,7 +73,11 @@ def _validate(name: str, art: dict, run: Path, card: ModelCard, fp32, split, cfg
     runner = TARGETS[art["artifact"]["format"]].runner(art["path"])
     v = validate(runner, source, fp32, split.pixels, split.targets, ModelCard.from_dict(art["model_card"]),
                  art["artifact"]["precision"], cfg.cam_images)
-    acc = measure.accuracy(v.scores, split.targets, card.labels, card.positive_label)
+    # Scored as the device decides: logits plus the artifact card's operating-point offsets (zeros
+    # when it has none); a MediaPipe file's scores are already probabilities (no operating point).
+    probabilities = TARGETS[art["artifact"]["format"]].scores != "logits"
+    scores = v.scores if probabilities else v.scores + np.asarray(ModelCard.from_dict(art["model_card"]).offsets)
+    acc = measure.accuracy(scores, split.targets, card.labels, card.positive_label, probabilities=probabilities)
     return {"status": v.status, "failures": v.failures, "top1_agreement": v.metrics["top1_agreement"],
             "cam_pearson": v.metrics["cam_pearson_mean"], "size_mb": art["path"].stat().st_size / 1e6,
             "sha256": art["artifact"]["sha256"], "path": art["path"], **acc}

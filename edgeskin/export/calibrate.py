@@ -11,11 +11,18 @@ both fitted on the validation split and written into the exported model card.
   validation images look unlike anything the model was trained on, and are flagged too.
 - refer_at_risk: the highest malignant risk (summed probability of the malignant classes) that
   still sends REFER_SENSITIVITY of the malignant validation lesions to a dermatologist.
+
+An operating point (`edgeskin export --min-recall R`, see `operating_point`) is fitted first:
+the smallest logit offset for the card's positive class (melanoma) that makes its validation
+recall reach R. The device adds those offsets to the logits before anything else, so the
+temperature and thresholds above are fitted on the offset logits, as the device will see them.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from edgeskin.errors import EdgeskinError
 
 MIN_IMAGES = 10
 REFER_SENSITIVITY = 0.9
@@ -67,3 +74,33 @@ def calibration(logits: np.ndarray, targets: np.ndarray, malignant: list[int], s
             "refer_at_risk": None if refer is None else round(refer, 4),
             "ood_below": round(float(np.percentile(energy(logits, t), OOD_PERCENTILE)), 4),
             "refer_sensitivity": REFER_SENSITIVITY, "fitted_on": source}
+
+
+def operating_point(logits: np.ndarray, targets: np.ndarray, labels, positive: str, min_recall: float,
+                    source: str) -> dict:
+    """Per-class logit offsets (zero except `positive`'s) that lift `positive`'s validation recall
+    to at least `min_recall` with the smallest offset: a prior shift on one class, the way a
+    clinic picks a sensitivity. One offset, not one per class: per-class offsets tuned on a
+    validation split this size over-fit it (they lowered test balanced accuracy on HAM10000,
+    benchmarks/results/ham10000_ablation.md). Exact, no grid: positive image i is predicted
+    `positive` once the offset exceeds its margin max_j z_ij - z_i,positive."""
+    from sklearn.metrics import balanced_accuracy_score
+
+    k = list(labels).index(positive)
+    pos = logits[targets == k]
+    if len(pos) == 0:
+        raise EdgeskinError(f"--min-recall: the {source} has no {positive!r} images to fit an operating point on")
+    others = np.delete(pos, k, axis=1).max(1)
+    margins = np.sort(np.maximum(others - pos[:, k], 0.0))
+    need = int(np.ceil(min_recall * len(pos) - 1e-9))  # images that must be recalled
+    # Just above the deciding image's margin, so it is strictly the top logit; 0 when already met.
+    offset = 0.0 if margins[need - 1] == 0.0 else float(margins[need - 1]) + 1e-4
+    offsets = np.zeros(logits.shape[1])
+    offsets[k] = offset
+
+    def at(o):
+        pred = (logits + o).argmax(1)
+        return {"recall": round(float(np.mean(pred[targets == k] == k)), 4),
+                "balanced_accuracy": round(float(balanced_accuracy_score(targets, pred)), 4)}
+    return {"label": positive, "min_recall": min_recall, "offsets": [round(float(o), 6) for o in offsets],
+            "validation_before": at(0.0), "validation_after": at(offsets), "fitted_on": source}

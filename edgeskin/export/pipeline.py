@@ -91,19 +91,25 @@ def _embed(path: Path, card: ModelCard, roles: list[str], input_norm) -> None:
                                            "description": describe[r][1]} for r in roles], input_norm)
 
 
-def _device_card(card: ModelCard, source: torch.nn.Module, val) -> tuple[ModelCard, np.ndarray]:
-    """The card a device reads: + softmax temperature and uncertainty threshold fitted on the
-    validation split, + the malignant classes (cards from before they were recorded lack them)."""
+def _device_card(card: ModelCard, source: torch.nn.Module, val,
+                 min_recall: float | None = None) -> tuple[ModelCard, np.ndarray]:
+    """The card a device reads: + an operating point when `min_recall` is given, + softmax
+    temperature and uncertainty threshold fitted on the validation split (on the offset logits the
+    device will decide from), + the malignant classes (cards from before they were recorded lack
+    them). Returns the source's raw validation logits, which the exported file must reproduce."""
     from edgeskin.data.records import MALIGNANT
-    from edgeskin.export.calibrate import calibration
+    from edgeskin.export.calibrate import calibration, operating_point
     from edgeskin.predict import predict_logits
 
     pre = card.preprocessing
     logits = predict_logits(source, val.pixels, pre.mean, pre.std, torch.device("cpu"))
+    source_name = f"validation split ({len(val.targets)} images), torch source model"
+    point = None if min_recall is None else operating_point(logits, val.targets, card.labels, card.positive_label,
+                                                             min_recall, source_name)
+    offset = np.asarray(point["offsets"]) if point else 0.0
     malignant = card.malignant_labels or tuple(k for k in card.labels if k in MALIGNANT or k == "malignant")
-    fitted = calibration(logits, val.targets, [card.labels.index(k) for k in malignant],
-                         f"validation split ({len(val.targets)} images), torch source model")
-    return card.replace(calibration=fitted, malignant_labels=malignant), logits
+    fitted = calibration(logits + offset, val.targets, [card.labels.index(k) for k in malignant], source_name)
+    return card.replace(calibration=fitted, malignant_labels=malignant, operating_point=point), logits
 
 
 def _calibration(data, split, card: ModelCard, n: int):
@@ -127,10 +133,13 @@ def export(cfg: ExportConfig) -> ExportResult:
         raise EdgeskinError(f"--target {cfg.target}: {run} was trained with color_constancy "
                             f"{card.preprocessing.color_constancy!r}, which MediaPipe cannot apply; "
                             "use --target tflite (edge_runtime applies it)")
+    if target.takes_unit_pixels and cfg.min_recall is not None:
+        raise EdgeskinError(f"--target {cfg.target} --min-recall: MediaPipe's ImageClassifier decides by plain "
+                            "argmax and cannot apply an operating point; use --target tflite (edge_runtime applies it)")
     src_card, source, fp32 = _source(run, card, cfg.precision, cfg.int8_from, cfg.target)
     data, split = run_data(run, card)
     val = data.subset(split.indices("val"))
-    src_card, val_logits = _device_card(src_card, source, val)
+    src_card, val_logits = _device_card(src_card, source, val, cfg.min_recall)
     out = run / OUT_DIR
     out.mkdir(exist_ok=True)
     artifact = out / f"{card.backbone}_{cfg.precision}{target.suffix}"

@@ -54,9 +54,22 @@ class Artifact:
         return self.card.get("calibration") or {"temperature": 1.0, "uncertain_below": 0.0, "fitted_on": None}
 
     @property
+    def offsets(self) -> list:
+        """Logit offsets of the card's operating point (`edgeskin export --min-recall`), one per
+        label, added before the softmax; zeros (plain argmax) when the card has none."""
+        point = self.card.get("operating_point") or {}
+        offsets = list(point.get("offsets") or [0.0] * len(self.labels))
+        if len(offsets) != len(self.labels):
+            raise EdgeRuntimeError(f"{self.path}: its card's operating point has {len(offsets)} offsets for "
+                                   f"{len(self.labels)} labels; re-export it with `edgeskin export`")
+        return offsets
+
+    @property
     def describe(self) -> dict[str, Any]:
+        point = self.card.get("operating_point")
         return {"file": self.path.name, "sha256": self.sha256, "verified": self.verified,
-                "backbone": self.card.get("backbone"), "quantization": self.card.get("quantization")}
+                "backbone": self.card.get("backbone"), "quantization": self.card.get("quantization"),
+                "operating_point": None if point is None else {k: point[k] for k in ("label", "min_recall")}}
 
 
 def sha256_file(path: Path) -> str:

@@ -61,6 +61,7 @@ class Classifier:
     def __init__(self, artifact: Artifact, backend):
         self.artifact, self.backend = artifact, backend
         self.temperature = float(artifact.calibration.get("temperature") or 1.0)
+        self.offsets = np.asarray(artifact.offsets, np.float32)
         self._malignant = [artifact.labels.index(k) for k in artifact.malignant_labels]
 
     @classmethod
@@ -77,10 +78,12 @@ class Classifier:
         return getattr(self.backend, "cam", True) is not None
 
     def infer(self, rgb: Image.Image, with_cam: bool = True):
-        """Raw scores (logits) and CAM for one RGB image: the part a benchmark times."""
+        """Scores (logits, plus the card's operating-point offsets, which decide the label) and CAM
+        for one RGB image: the part a benchmark times."""
         a = self.artifact
         x = normalize(model_pixels(rgb, a.input_size, a.color_constancy)[None], a.mean, a.std)
-        return self.backend.run(x, with_cam)
+        logits, cam = self.backend.run(x, with_cam)
+        return logits + self.offsets, cam
 
     def predict(self, image: ImageLike, with_cam: bool = True, target: str | None = None) -> Prediction:
         """`target`: the class whose heatmap to draw (default: the predicted one)."""
