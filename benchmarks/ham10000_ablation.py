@@ -44,6 +44,8 @@ LEVERS = (
     Lever("sog+2x-epochs", "training length", {**SOG, "epochs": 12}),
     # Each seed's student learns from the ensemble of all three sog+2x-epochs runs (same split).
     Lever("sog+2x+distill", "distillation", {**SOG, "epochs": 12}, teacher="sog+2x-epochs"),
+    # Born-again: half as long again, taught by the distilled students (a better, same-size teacher).
+    Lever("sog+3x+distill", "distillation", {**SOG, "epochs": 18}, teacher="sog+2x+distill"),
     Lever("sog+res-120x160", "resolution", {**SOG, "input_size": (120, 160)}),
     Lever("sog+strong-aug", "training", {**SOG, "augment": "strong"}),
     Lever("sog+inverse-freq", "objective", {**SOG, "balance": "none"}),
