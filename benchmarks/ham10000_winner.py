@@ -49,10 +49,9 @@ def export_int8(run: Path, reuse: bool, calib_images: int, min_recall: float | N
     return path
 
 
-def score(run: Path, tflite: Path) -> tuple[Scored, Scored]:
+def score(run: Path, tflite: Path, offsets: np.ndarray) -> tuple[Scored, Scored]:
     """(int8 file, torch fp32), both decided with the exported card's operating-point offsets."""
     card = ModelCard.load(run)
-    offsets = np.asarray(ModelCard.from_dict(json.loads(Path(f"{tflite}.json").read_text())["model_card"]).offsets)
     data, split = run_data(run, card)
     test = split.indices("test")
     pixels, y, pre = data.pixels[test], data.targets[test], card.preprocessing
@@ -82,8 +81,8 @@ def main() -> int:
     for seed, info in row["per_seed"].items():
         run = Path(info["run"])
         tflite = export_int8(run, args.reuse, args.calib_images, args.min_recall)
-        q, f = score(run, tflite)
         exported = json.loads(Path(f"{tflite}.json").read_text())
+        q, f = score(run, tflite, np.asarray(ModelCard.from_dict(exported["model_card"]).offsets))
         point = exported["model_card"].get("operating_point")
         seeds[seed] = {"run": str(run), "file": str(tflite), "size_mb": round(tflite.stat().st_size / 2**20, 3),
                        "mel_offset": max(point["offsets"]) if point else 0.0,

@@ -194,12 +194,13 @@ def _probabilities(run_dir: Path, post: str | None, device: torch.device, manife
         log_prior = np.log(np.maximum(counts / counts.sum(), 1e-12))
         extra["tau"] = pick_tau(logits(data.pixels[val]), data.targets[val], log_prior)
         return RowModel(card, data, split, lambda px: softmax(logits(px) - extra["tau"] * log_prior), extra)
-    if _min_recall(post) is not None:  # the operating point `edgeskin export --min-recall` fits
+    min_recall = _min_recall(post)
+    if min_recall is not None:  # the operating point `edgeskin export --min-recall` fits
         from edgeskin.export.calibrate import operating_point
 
         val = split.indices("val")
         point = operating_point(logits(data.pixels[val]), data.targets[val], card.labels, card.positive_label,
-                                _min_recall(post), "validation split")
+                                min_recall, "validation split")
         offsets = np.asarray(point["offsets"])
         extra["offset"] = float(offsets.max())
         return RowModel(card, data, split, lambda px: softmax(logits(px) + offsets), extra)
