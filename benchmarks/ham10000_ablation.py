@@ -46,6 +46,8 @@ LEVERS = (
     Lever("sog+2x+distill", "distillation", {**SOG, "epochs": 12}, teacher="sog+2x-epochs"),
     # Born-again: half as long again, taught by the distilled students (a better, same-size teacher).
     Lever("sog+3x+distill", "distillation", {**SOG, "epochs": 18}, teacher="sog+2x+distill"),
+    # The export's --min-recall 0.7: one melanoma logit offset fitted on validation (no training).
+    Lever("sog+3x+distill+mel-op", "operating point", post="min_recall=0.7", reuse="sog+3x+distill"),
     Lever("sog+res-120x160", "resolution", {**SOG, "input_size": (120, 160)}),
     Lever("sog+strong-aug", "training", {**SOG, "augment": "strong"}),
     Lever("sog+inverse-freq", "objective", {**SOG, "balance": "none"}),
