@@ -1,5 +1,6 @@
 """Accuracy levers (balanced softmax, MixUp/CutMix, EMA) and the ablation that compares them."""
 
+import csv
 import json
 
 import numpy as np
@@ -169,3 +170,26 @@ def test_named_recipe_reproduces_the_committed_ablation_winner():
     for r in (row(trained["teacher"]), row(row(trained["teacher"])["teacher"])):
         assert fields(recipe_config("ham-edge-robust", {"epochs": 12})) == \
             fields(recipe_config(result["recipe"], {**result["base"], **r["overrides"]}))
+
+
+def test_site_holdout_scores_the_held_out_group_apart(synth_root, tmp_path):
+    from edgeskin.benchmark.holdout import run_holdout
+
+    cfg = AblationConfig(data=str(synth_root), recipe="demo", levers=(Lever("base", "reference"),), seeds=(0,),
+                         base={**TINY, "epochs": 1}, out=str(tmp_path / "hold"), bootstrap=20)
+    # Synthetic images have no body site: hold out every lesion whose id ends in 3 or 7 instead.
+    report = run_holdout(cfg, lambda s: s.lesion_id[-1] in "37", "lesions ending in 3 or 7")
+    held_ids = set(json.loads((tmp_path / "hold" / "held_out.json").read_text())["image_ids"])
+    rows = list(csv.DictReader(open(tmp_path / "hold" / "split.csv")))
+    held_rows = [r for r in rows if r["image_id"] in held_ids]
+    assert held_rows and all(r["split"] == "test" for r in held_rows)  # never trained or validated on
+    in_dist_test = [r for r in rows if r["split"] == "test" and r["image_id"] not in held_ids]
+    parts = report["rows"][0]["parts"]
+    assert (parts["held_out"]["n"], parts["in_distribution"]["n"]) == (len(held_rows), len(in_dist_test))
+    for part in parts.values():
+        lo, hi = part["balanced_accuracy_ci95"]
+        assert 0 <= lo <= part["mean"]["balanced_accuracy"] <= hi <= 1
+    # The two parts together are the ablation's whole test split, scored once (the cached scores).
+    with np.load(tmp_path / "hold" / "runs" / "base-s0" / "scores-plain.npz") as z:
+        assert len(z["targets"]) == parts["held_out"]["n"] + parts["in_distribution"]["n"]
+    assert "| base |" in (tmp_path / "hold" / "holdout.md").read_text()

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from edgeskin.data.records import Sample
-from edgeskin.data.split import Split, check_no_leak, make_split, read_manifest, write_manifest
+from edgeskin.data.split import Split, check_no_leak, holdout_split, make_split, read_manifest, write_manifest
 from edgeskin.errors import EdgeskinError
 
 LABELS = ("a", "b", "c")
@@ -52,6 +52,21 @@ def test_identical_files_with_different_lesion_ids_stay_together():
         d[-1] = d[0]  # same bytes under another lesion_id (as HAM's duplicate pairs could be)
         split = make_split(samples, y, d, seed=seed, val_fraction=0.15, test_fraction=0.15)
         assert split.assignment[0] == split.assignment[-1]
+
+
+def test_holdout_split_puts_the_whole_group_in_test_and_splits_the_rest():
+    samples, y, digests = _toy()
+    held = np.array([s.lesion_id.endswith("7") and s.image_id.endswith("_0") for s in samples])
+    split = holdout_split(samples, y, digests, held, seed=1, val_fraction=0.15, test_fraction=0.15)
+    held_lesions = {s.lesion_id for s, h in zip(samples, held) if h}
+    widened = np.array([s.lesion_id in held_lesions for s in samples])
+    assert widened.sum() > held.sum()  # a held image's lesion-mates follow it into test
+    assert all(side == "test" for side, w in zip(split.assignment, widened) if w)
+    rest = np.asarray(split.assignment)[~widened]
+    for name in ("train", "val", "test"):  # the rest is still split three ways, about 70/15/15
+        assert abs(np.mean(rest == name) - {"train": 0.7}.get(name, 0.15)) < 0.05
+    with pytest.raises(EdgeskinError, match="held-out group has 0 of"):
+        holdout_split(samples, y, digests, np.zeros(len(y), bool), 1, 0.15, 0.15)
 
 
 def test_leaky_assignments_are_refused():

@@ -171,15 +171,19 @@ def _split_images(data: str, task: str, size_hw: tuple[int, int], manifest: str)
     return SplitImages(images.subset(keep), split)
 
 
+def run_images(run_dir: Path, card: ModelCard, manifest: Path) -> SplitImages:
+    """A run's images (before colour constancy) and split; test order is the order scores are in."""
+    tcfg = TrainConfig.load(run_dir / CONFIG)
+    if tcfg.max_images is not None:  # a per-seed subset: not shared between runs
+        return SplitImages(*run_data(run_dir, card, constancy=False))
+    return _split_images(tcfg.data, card.task, tuple(card.preprocessing.input_size), str(manifest))
+
+
 def _probabilities(run_dir: Path, post: str | None, device: torch.device, manifest: Path) -> RowModel:
     card = ModelCard.load(run_dir)
     model = load_run_model(run_dir, card, device)
-    tcfg = TrainConfig.load(run_dir / CONFIG)
-    if tcfg.max_images is not None:  # a per-seed subset: not shared between runs
-        data, split = run_data(run_dir, card, constancy=False)
-    else:
-        shared = _split_images(tcfg.data, card.task, tuple(card.preprocessing.input_size), str(manifest))
-        data, split = shared.data, shared.split
+    images = run_images(run_dir, card, manifest)
+    data, split = images.data, images.split
     pre = card.preprocessing
 
     def logits(px: np.ndarray) -> np.ndarray:

@@ -90,6 +90,31 @@ def make_split(samples: Sequence[Sample], targets: np.ndarray, digests: Sequence
     return split
 
 
+def widen_to_groups(samples: Sequence[Sample], digests: Sequence[str], mask: np.ndarray) -> np.ndarray:
+    """`mask` plus every sample sharing a lesion (or identical bytes) with a masked one."""
+    groups = group_ids(samples, digests)
+    return np.isin(groups, groups[np.asarray(mask, bool)])
+
+
+def holdout_split(samples: Sequence[Sample], targets: np.ndarray, digests: Sequence[str], held: np.ndarray,
+                  seed: int, val_fraction: float, test_fraction: float) -> Split:
+    """A pseudo-external split: every `held` sample (widened to its whole lesion group) goes to test,
+    and the rest is split as `make_split` does, so test = an in-distribution part + the held-out
+    group, told apart by `held`. The model never trains or picks weights on the held-out group."""
+    held = widen_to_groups(samples, digests, held)
+    if held.all() or not held.any():
+        raise EdgeskinError(f"the held-out group has {int(held.sum())} of {len(held)} images; "
+                            "hold out a group that is neither empty nor everything")
+    rest = np.flatnonzero(~held)
+    inner = make_split([samples[i] for i in rest], targets[rest], [digests[i] for i in rest],
+                       seed, val_fraction, test_fraction)
+    assignment = np.full(len(samples), "test", dtype=object)
+    assignment[rest] = inner.assignment
+    split = Split(tuple(assignment))
+    check_no_leak(samples, digests, split)
+    return split
+
+
 def check_no_leak(samples: Sequence[Sample], digests: Sequence[str], split: Split) -> None:
     """Refuse a split where one lesion, or one identical image, appears on two sides."""
     for key_name, key_of in (("lesion_id", lambda i: samples[i].lesion_id), ("identical bytes", lambda i: digests[i])):
