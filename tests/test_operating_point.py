@@ -74,3 +74,16 @@ def test_bad_min_recall_is_one_line(exported_tiny):
     assert "--min-recall 1.5" in one_line_error(run_cli("export", run, "--min-recall", "1.5"))
     line = one_line_error(run_cli("export", run, "--target", "mediapipe", "--min-recall", "0.7"))
     assert "MediaPipe" in line and "--target tflite" in line
+
+
+def test_card_offsets_that_do_not_match_its_labels_are_refused(tmp_path):
+    from edge_runtime.artifact import Artifact
+    from edge_runtime.errors import EdgeRuntimeError
+
+    def artifact(point):
+        return Artifact(tmp_path / "m.tflite", {"labels": ["mel", "nv", "bkl"], "operating_point": point},
+                        None, "0" * 64, False)
+    assert artifact(None).offsets == [0.0, 0.0, 0.0]  # no operating point: plain argmax
+    assert artifact({"offsets": [0.5, 0.0, 0.0]}).offsets == [0.5, 0.0, 0.0]
+    with pytest.raises(EdgeRuntimeError, match=r"m\.tflite: its card's operating point has 2 offsets for 3 labels"):
+        artifact({"offsets": [0.5, 0.0]}).offsets
