@@ -124,7 +124,7 @@ def render_holdout(report: dict[str, Any]) -> str:
         lines.append(f"| {r['name']} | {_f(i['mean']['balanced_accuracy'])}{ci[0]} | "
                      f"{_f(h['mean']['balanced_accuracy'])}{ci[1]} | {gap:+.3f} | "
                      + " | ".join(f"{_f(i['mean'][k])} / {_f(h['mean'][k])}" for k in MEAN_KEYS[1:])
-                     + f" | {_f(r['train_minutes']).rstrip('0').rstrip('.') if r['train_minutes'] else '—'} |")
+                     + f" | {'—' if r['train_minutes'] is None else format(r['train_minutes'], '.1f')} |")
     if rows:
         labels = list(rows[0]["parts"]["held_out"]["per_class_recall"])
         lines += ["", "Per-class recall, in-distribution / held out (— : no images of that class there):", "",
