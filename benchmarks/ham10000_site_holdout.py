@@ -1,6 +1,6 @@
 """A pseudo-external test on real HAM10000: head-and-neck lesions held out of training and validation.
 
-    python benchmarks/ham10000_site_holdout.py [--sites face,scalp,ear,neck] [--rows balanced-softmax,...]
+    python benchmarks/ham10000_site_holdout.py [--sites face,scalp,ear,neck] [--rows shades-of-gray,...]
                                               [--seeds 0,1,2] [--epochs 6] [--out runs/holdout/ham10000]
 
 Every image of the held-out body sites goes to test (with its whole lesion); the other sites are
@@ -37,7 +37,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=str(DATA))
     ap.add_argument("--sites", default=",".join(HEAD_NECK), help="comma-separated HAM10000 localization values")
-    ap.add_argument("--rows", default="balanced-softmax,shades-of-gray", help="comma-separated row names")
+    ap.add_argument("--rows", default=",".join(lv.name for lv in LEVERS), help="comma-separated row names")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--out", default="runs/holdout/ham10000")

@@ -132,5 +132,5 @@ def render_holdout(report: dict[str, Any]) -> str:
         for r in rows:
             pc = [r["parts"][p]["per_class_recall"] for p in PARTS]
             lines.append(f"| {r['name']} | " + " | ".join(f"{_f(pc[0][lab])} / {_f(pc[1][lab])}" for lab in labels) + " |")
-    lines += [""] + [f"{note}" for note in report["notes"]]
+    lines += ["", *report["notes"]]
     return "\n".join(lines).rstrip() + "\n"
