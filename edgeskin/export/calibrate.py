@@ -23,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgeskin.errors import EdgeskinError
+from edgeskin.evaluate.metrics import balanced_accuracy
 
 MIN_IMAGES = 10
 REFER_SENSITIVITY = 0.9
@@ -81,11 +82,9 @@ def operating_point(logits: np.ndarray, targets: np.ndarray, labels, positive: s
     """Per-class logit offsets (zero except `positive`'s) that lift `positive`'s validation recall
     to at least `min_recall` with the smallest offset: a prior shift on one class, the way a
     clinic picks a sensitivity. One offset, not one per class: per-class offsets tuned on a
-    validation split this size over-fit it (they lowered test balanced accuracy on HAM10000,
-    benchmarks/results/ham10000_ablation.md). Exact, no grid: positive image i is predicted
+    validation split this size over-fit it (measured on HAM10000's sog+2x+distill runs: test
+    balanced accuracy 0.661 -> 0.641, where the one melanoma offset gave 0.667). Exact, no grid: positive image i is predicted
     `positive` once the offset exceeds its margin max_j z_ij - z_i,positive."""
-    from sklearn.metrics import balanced_accuracy_score
-
     k = list(labels).index(positive)
     pos = logits[targets == k]
     if len(pos) == 0:
@@ -101,6 +100,6 @@ def operating_point(logits: np.ndarray, targets: np.ndarray, labels, positive: s
     def at(o):
         pred = (logits + o).argmax(1)
         return {"recall": round(float(np.mean(pred[targets == k] == k)), 4),
-                "balanced_accuracy": round(float(balanced_accuracy_score(targets, pred)), 4)}
+                "balanced_accuracy": round(balanced_accuracy(targets, pred), 4)}
     return {"label": positive, "min_recall": min_recall, "offsets": [round(float(o), 6) for o in offsets],
             "validation_before": at(0.0), "validation_after": at(offsets), "fitted_on": source}
