@@ -71,12 +71,13 @@ def _validate(name: str, art: dict, run: Path, card: ModelCard, fp32, split, cfg
     int8_from = "fp32" if quant.get("source") == "fp32 weights" else "qat"
     _, source, _ = _source(run, card, art["artifact"]["precision"], int8_from, art["artifact"]["format"], fp32)
     runner = TARGETS[art["artifact"]["format"]].runner(art["path"])
-    v = validate(runner, source, fp32, split.pixels, split.targets, ModelCard.from_dict(art["model_card"]),
-                 art["artifact"]["precision"], cfg.cam_images)
+    art_card = ModelCard.from_dict(art["model_card"])
+    v = validate(runner, source, fp32, split.pixels, split.targets, art_card, art["artifact"]["precision"],
+                 cfg.cam_images)
     # Scored as the device decides: logits plus the artifact card's operating-point offsets (zeros
     # when it has none); a MediaPipe file's scores are already probabilities (no operating point).
     probabilities = TARGETS[art["artifact"]["format"]].scores != "logits"
-    scores = v.scores if probabilities else v.scores + np.asarray(ModelCard.from_dict(art["model_card"]).offsets)
+    scores = v.scores if probabilities else v.scores + np.asarray(art_card.offsets)
     acc = measure.accuracy(scores, split.targets, card.labels, card.positive_label, probabilities=probabilities)
     return {"status": v.status, "failures": v.failures, "top1_agreement": v.metrics["top1_agreement"],
             "cam_pearson": v.metrics["cam_pearson_mean"], "size_mb": art["path"].stat().st_size / 1e6,
