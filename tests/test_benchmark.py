@@ -2,6 +2,7 @@
 another device's `edge_runtime benchmark --json`: rows, ratios and plot files are checked."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -62,3 +63,38 @@ def test_bad_benchmark_input(exported_tiny, tmp_path):
     (tmp_path / "other.json").write_text(json.dumps({"model": {"sha256": "0" * 64}, "device": {"machine": "x"}}))
     assert "none of this run" in one_line_error(run_cli("benchmark", run, "--targets", "torch-fp32",
                                                         "--import", tmp_path / "other.json"))
+
+
+def test_rows_are_scored_as_the_device_decides(exported_tiny, tmp_path):
+    """A file exported with --min-recall is scored with its card's offsets, exactly as
+    edge_runtime's Classifier labels the same images; the torch row (no offsets) is not."""
+    pytest.importorskip("onnxruntime")
+    from edge_runtime import Classifier
+    from edgeskin.benchmark import benchmark
+    from edgeskin.card import ModelCard
+    from edgeskin.config import BenchmarkConfig, ExportConfig
+    from edgeskin.evaluate.metrics import balanced_accuracy
+    from edgeskin.evaluate.run import run_data
+    from edgeskin.export import export
+
+    run = tmp_path / "run"
+    shutil.copytree(exported_tiny["run"], run)
+    artifact = export(ExportConfig(run=str(run), target="onnx", precision="fp32", min_recall=1.0,
+                                   allow_degraded=True)).artifact
+    rows = {r["target"]: r for r in json.loads((benchmark(BenchmarkConfig(
+        run=str(run), targets=("torch-fp32", "onnx-fp32"), threads=(1,), runs=2, warmup=1,
+        cam_images=8)).out_dir / "report.json").read_text())["rows"]}
+
+    card = ModelCard.load(run)
+    data, split = run_data(run, card)
+    test = data.subset(split.indices("test"))
+
+    def labels(path):
+        device = Classifier.load(path)
+        return np.array([card.labels.index(device.predict(s.path, with_cam=False).label) for s in test.samples])
+    pred, plain = labels(artifact), labels(exported_tiny["onnx_fp32"])
+    assert (pred != plain).any()  # the offsets move decisions on this split, so the check below can fail
+    k = card.labels.index(card.positive_label)
+    assert rows["onnx-fp32"]["positive_recall"] == pytest.approx(float(np.mean(pred[test.targets == k] == k)))
+    assert rows["onnx-fp32"]["balanced_accuracy"] == pytest.approx(balanced_accuracy(test.targets, pred))
+    assert rows["torch-fp32"]["balanced_accuracy"] == pytest.approx(balanced_accuracy(test.targets, plain))

@@ -27,8 +27,8 @@ from edgeskin.predict import softmax
 PEAK_SHAPE = (256, 64, 64)  # a 1x1 convolution C->C on an HxW map: C*C*H*W MACs (268M)
 
 
-def accuracy(scores: np.ndarray, targets: np.ndarray, labels, positive: str, probabilities: bool = False) -> dict:
-    probs = scores if probabilities else softmax(scores)
+def accuracy(logits: np.ndarray, targets: np.ndarray, labels, positive: str) -> dict:
+    probs = softmax(logits)
     pred = probs.argmax(1)
     k = list(labels).index(positive)
     return {"balanced_accuracy": balanced_accuracy(targets, pred), "auc_macro": macro_auc(targets, probs),

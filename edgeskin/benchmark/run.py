@@ -43,7 +43,10 @@ class BenchmarkResult:
 
 
 def _artifacts(run: Path) -> dict[str, dict]:
-    """target name (e.g. tflite-int8) -> its card JSON, for each exported file that exists."""
+    """target name (e.g. tflite-int8) -> its card JSON, for each exported file that exists.
+
+    MediaPipe files are left out: edge_runtime, which times every row, cannot run them (float
+    pixels/255 in, scores only out; no CAM); `edgeskin export` validates them instead."""
     found = {}
     for card_json in sorted((run / "export").glob("*.json")):
         described = json.loads(card_json.read_text())
@@ -75,10 +78,8 @@ def _validate(name: str, art: dict, run: Path, card: ModelCard, fp32, split, cfg
     v = validate(runner, source, fp32, split.pixels, split.targets, art_card, art["artifact"]["precision"],
                  cfg.cam_images)
     # Scored as the device decides: logits plus the artifact card's operating-point offsets (zeros
-    # when it has none); a MediaPipe file's scores are already probabilities (no operating point).
-    probabilities = TARGETS[art["artifact"]["format"]].scores != "logits"
-    scores = v.scores if probabilities else v.scores + np.asarray(art_card.offsets)
-    acc = measure.accuracy(scores, split.targets, card.labels, card.positive_label, probabilities=probabilities)
+    # when it has none), as edge_runtime's Classifier applies them.
+    acc = measure.accuracy(v.scores + np.asarray(art_card.offsets), split.targets, card.labels, card.positive_label)
     return {"status": v.status, "failures": v.failures, "top1_agreement": v.metrics["top1_agreement"],
             "cam_pearson": v.metrics["cam_pearson_mean"], "size_mb": art["path"].stat().st_size / 1e6,
             "sha256": art["artifact"]["sha256"], "path": art["path"], **acc}
