@@ -7,7 +7,8 @@
 Every row starts from the `ham-edge-int8` recipe (the int8-exact plain CNN), at 96x128 (the
 200x150 source's aspect ratio) and a fixed number of epochs, so rows differ only in their lever
 and cost the same unless the lever is the cost (resolution, length, a teacher). After the first
-eight rows the search is greedy: each `sog+` row adds one lever to the best row so far. Finished runs
+eight rows the search is greedy: each `sog+` row adds one lever to the best row so far, or,
+for the last rows, to the 6-epoch shades-of-gray row as a cheap screen. Finished runs
 (and their scores) are reused,
 so the script can be stopped and re-run, and rows can be added later. Results are copied to
 benchmarks/results/ham10000_ablation.{json,md}.
@@ -48,9 +49,14 @@ LEVERS = (
     Lever("sog+3x+distill", "distillation", {**SOG, "epochs": 18}, teacher="sog+2x+distill"),
     # The export's --min-recall 0.7: one melanoma logit offset fitted on validation (no training).
     Lever("sog+3x+distill+mel-op", "operating point", post="min_recall=0.7", reuse="sog+3x+distill"),
+    # Screened on the 6-epoch shades-of-gray row (cheap); a lever that wins here goes into the chain.
     Lever("sog+res-120x160", "resolution", {**SOG, "input_size": (120, 160)}),
     Lever("sog+strong-aug", "training", {**SOG, "augment": "strong"}),
     Lever("sog+inverse-freq", "objective", {**SOG, "balance": "none"}),
+    # The same plain CNN at half the width: a quarter of the MACs, for a smaller latency budget.
+    Lever("sog+cnn-s", "architecture", {**SOG, "backbone": "edgeskin_cnn_s"}),
+    # ...given the training time cnn_m takes for 6 epochs (cnn_s trains about twice as fast).
+    Lever("sog+cnn-s+2x-epochs", "architecture", {**SOG, "backbone": "edgeskin_cnn_s", "epochs": 12}),
 )
 
 
