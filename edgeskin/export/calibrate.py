@@ -83,8 +83,9 @@ def operating_point(logits: np.ndarray, targets: np.ndarray, labels, positive: s
     to at least `min_recall` with the smallest offset: a prior shift on one class, the way a
     clinic picks a sensitivity. One offset, not one per class: per-class offsets tuned on a
     validation split this size over-fit it (measured on HAM10000's sog+2x+distill runs: test
-    balanced accuracy 0.661 -> 0.641, where the one melanoma offset gave 0.667). Exact, no grid: positive image i is predicted
-    `positive` once the offset exceeds its margin max_j z_ij - z_i,positive."""
+    balanced accuracy 0.661 -> 0.641, where the one melanoma offset gave 0.667). Exact, no grid:
+    positive image i is predicted `positive` once the offset exceeds its margin
+    max_j z_ij - z_i,positive."""
     k = list(labels).index(positive)
     pos = logits[targets == k]
     if len(pos) == 0:
