@@ -65,7 +65,7 @@ def _select(cfg: BenchmarkConfig, found: dict) -> list[str]:
     return list(cfg.targets) or names
 
 
-def _validate(name: str, art: dict, run: Path, card: ModelCard, fp32, split, cfg: BenchmarkConfig) -> dict:
+def _validate(art: dict, run: Path, card: ModelCard, fp32, split, cfg: BenchmarkConfig) -> dict:
     from edgeskin.export.convert import TARGETS
     from edgeskin.export.pipeline import _source
     from edgeskin.export.validate import validate
@@ -123,7 +123,7 @@ def benchmark(cfg: BenchmarkConfig) -> BenchmarkResult:
                        **measure.accuracy(ref, split.targets, card.labels, card.positive_label)}}
     for name in targets:  # Step 2
         if name != TORCH:
-            quality[name] = _validate(name, found[name], run, card, fp32, split, cfg)
+            quality[name] = _validate(found[name], run, card, fp32, split, cfg)
             print(f"edgeskin benchmark: {name} {quality[name]['status']}")
     host = f"{platform.machine()} host ({os.cpu_count()} cores)"
     rows = []
