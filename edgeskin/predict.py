@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import platform
+
 import numpy as np
 import torch
 
@@ -15,6 +17,19 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise EdgeskinError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu or auto")
     return torch.device(name)
+
+
+def describe_device(device: torch.device) -> str:
+    """The hardware a run trained (or a table was scored) on, as the card and reports record it."""
+    if device.type == "cuda":
+        dtype = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return f"{torch.cuda.get_device_name(device)} GPU (AMP {dtype})"
+    name = platform.processor() or platform.machine()
+    try:  # Linux names the CPU model; elsewhere the architecture has to do
+        name = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{name} CPU, {torch.get_num_threads()} threads, no GPU"
 
 
 @torch.inference_mode()

@@ -2,6 +2,7 @@
 
 import csv
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -137,6 +138,29 @@ def test_ablation_table_rows_seeds_split_and_resume(synth_root, tmp_path):
     assert (tmp_path / "abl" / "runs" / "base-s0" / "model_card.json").is_file()
     assert (tmp_path / "abl" / "runs" / "base-s0" / "best.pt").stat().st_mtime_ns == before
     assert resumed["rows"][0]["mean"]["balanced_accuracy"] == result["rows"][0]["mean"]["balanced_accuracy"]
+
+
+def test_seeds_train_side_by_side_and_are_reused_on_other_hardware(synth_root, tmp_path):
+    """--parallel trains a row's seeds in spawned processes; a run is the same run whatever device
+    or loader processes trained it, and its card says which hardware that was."""
+    levers = (Lever("base", "reference"),)
+    side = AblationConfig(data=str(synth_root), recipe="demo", levers=levers, seeds=(0, 1),
+                          base={**TINY, "epochs": 1}, out=str(tmp_path / "abl"), bootstrap=0, parallel=2, workers=1)
+    first = run_ablation(side)
+    runs = tmp_path / "abl" / "runs"
+    for s in (0, 1):
+        card = json.loads((runs / f"base-s{s}" / "model_card.json").read_text())
+        assert card["metrics"]["train_hardware"].endswith("no GPU")  # CI has no GPU
+        assert json.loads((runs / f"base-s{s}" / "config.json").read_text())["workers"] == 1
+    assert first["rows"][0]["mean"]["train_hardware"] == card["metrics"]["train_hardware"]
+    assert card["metrics"]["train_hardware"] in (tmp_path / "abl" / "ablation.md").read_text()
+    before = (runs / "base-s0" / "best.pt").stat().st_mtime_ns
+    again = run_ablation(replace(side, parallel=1, workers=0))
+    assert (runs / "base-s0" / "best.pt").stat().st_mtime_ns == before
+    assert again["rows"][0]["mean"]["balanced_accuracy"] == first["rows"][0]["mean"]["balanced_accuracy"]
+    # ...but another recipe value is another run.
+    other = run_ablation(replace(side, parallel=1, base={**TINY, "epochs": 2}))
+    assert (runs / "base-s0" / "best.pt").stat().st_mtime_ns != before and other["rows"][0]["mean"]["epochs"] == 2
 
 
 def test_ablation_refuses_a_reuse_of_a_later_row(synth_root, tmp_path):

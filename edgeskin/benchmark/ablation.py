@@ -13,7 +13,8 @@ interval is for the mean balanced accuracy, not for one lucky seed.
 from __future__ import annotations
 
 import json
-import platform
+from concurrent.futures import ProcessPoolExecutor
+import multiprocessing
 from functools import lru_cache
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -36,7 +37,7 @@ from edgeskin.evaluate.run import load_run_model, run_data
 from edgeskin.evaluate.shift import SHIFTS, shifted
 from edgeskin.fileio import atomic_path, sha256_file, write_json, write_text
 from edgeskin.train.checkpoint import CONFIG, LAST
-from edgeskin.predict import predict_logits, resolve_device, softmax
+from edgeskin.predict import describe_device, predict_logits, resolve_device, softmax
 
 POST_LEVERS = ("logit_adjust", "tta", "min_recall=R")  # R: a recall in (0, 1], e.g. min_recall=0.7
 SCORE_VERSION = 1  # bump when scoring changes (shifts, TTA, tau grid): cached scores are then redone
@@ -81,6 +82,8 @@ class AblationConfig:
     split_seed: int = 0
     bootstrap: int = 1000
     notes: tuple[str, ...] = ()  # printed under the table (e.g. rows left out, and why)
+    parallel: int = 1  # seeds of one row trained side by side (one GPU holds several small runs)
+    workers: int = 0  # loader processes per run (a GPU run needs them to be fed; they cost CPU cores)
 
 
 @dataclass(frozen=True)
@@ -111,18 +114,24 @@ def run_config(cfg: AblationConfig, lever: Lever, seed: int, manifest: Path) -> 
     teacher = {"teacher": tuple(str(runs / f"{lever.teacher}-s{s}") for s in cfg.seeds)} if lever.teacher else {}
     return recipe_config(cfg.recipe, {**cfg.base, **lever.overrides, **teacher, "data": cfg.data, "seed": seed,
                                       "split_manifest": str(manifest), "project": str(Path(cfg.out) / "runs"),
-                                      "name": f"{lever.name}-s{seed}", "exist_ok": True})
+                                      "name": f"{lever.name}-s{seed}", "exist_ok": True, "workers": cfg.workers})
+
+
+def same_recipe(a: TrainConfig, b: TrainConfig) -> bool:
+    """Equal but for where the run trains: device and loader processes pick the hardware, not the
+    recipe (workers do change the augmentation's random stream, as a new seed would, not its law)."""
+    return replace(a, device=b.device, workers=b.workers) == b
 
 
 def train_or_reuse(tcfg: TrainConfig) -> Path:
-    """A finished run with the same config is reused, a killed one resumed from its last epoch;
+    """A finished run with the same recipe is reused, a killed one resumed from its last epoch;
     anything else (another config) is trained from scratch."""
     from edgeskin.train import train
 
     run_dir = Path(tcfg.project) / tcfg.name
     saved = run_dir / CONFIG
     # Compared as TrainConfigs, so a run saved before a new (defaulted) field existed still matches.
-    same = saved.is_file() and TrainConfig.load(saved) == tcfg
+    same = saved.is_file() and same_recipe(TrainConfig.load(saved), tcfg)
     if same and (run_dir / "model_card.json").is_file():
         return run_dir
     if same and (run_dir / LAST).is_file():
@@ -271,6 +280,8 @@ def summarise(lever: Lever, per_seed: dict[int, dict[str, Any]], scored: Sequenc
             "shift_mel_auc", "train_minutes", "epochs")
     mean = {k: float(np.mean([r[k] for r in per_seed.values() if r.get(k) is not None]))
             for k in keys if any(r.get(k) is not None for r in per_seed.values())}
+    mean["train_hardware"] = " / ".join(sorted({r["train_hardware"] for r in per_seed.values()
+                                                if r.get("train_hardware")})) or None
     return {"name": lever.name, "group": lever.group, "overrides": lever.overrides, "post": lever.post,
             "reuse": lever.reuse, "teacher": lever.teacher, "seeds": sorted(per_seed), "mean": mean,
             "balanced_accuracy_ci95": paired_bootstrap(scored, n_boot) if scored and n_boot else None,
@@ -295,14 +306,18 @@ def run_ablation(cfg: AblationConfig) -> dict[str, Any]:
     device = resolve_device(recipe_config(cfg.recipe, cfg.base).device)
     result: dict[str, Any] = {"recipe": cfg.recipe, "base": cfg.base, "seeds": list(cfg.seeds),
                               "data": cfg.data, "split_manifest": str(manifest), "rows": [],
-                              "hardware": _hardware(device), "notes": list(cfg.notes)}
+                              "hardware": describe_device(device), "notes": list(cfg.notes)}
     for lever in cfg.levers:
         per_seed, scored = {}, []
+        src_lever = next(lv for lv in cfg.levers if lv.name == (lever.reuse or lever.name))
+        configs = {seed: run_config(cfg, src_lever, seed, manifest) for seed in cfg.seeds}
+        if cfg.parallel > 1 and lever.reuse is None:
+            train_side_by_side(list(configs.values()), cfg.parallel)
         for seed in cfg.seeds:
-            source = lever.reuse or lever.name
-            src_lever = next(lv for lv in cfg.levers if lv.name == source)
-            run_dir = train_or_reuse(run_config(cfg, src_lever, seed, manifest))
+            run_dir = train_or_reuse(configs[seed])
             s = score_run(run_dir, lever.post, device, manifest)
+            trained_on = ModelCard.load(run_dir).metrics.get("train_hardware")
+            s = replace(s, extra={**s.extra, "train_hardware": None if lever.reuse else trained_on})
             if lever.reuse:  # inference-time levers cost no training of their own
                 s = replace(s, extra={**s.extra, "train_minutes": 0.0, "epochs": 0})
             per_seed[seed], scored = {**seed_row(s), "run": str(run_dir)}, scored + [s]
@@ -312,15 +327,13 @@ def run_ablation(cfg: AblationConfig) -> dict[str, Any]:
     return result
 
 
-def _hardware(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(0)} (AMP)"
-    name = platform.processor() or platform.machine()
-    try:  # Linux names the CPU model; elsewhere the architecture has to do
-        name = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{name} CPU, {torch.get_num_threads()} threads, no GPU"
+def train_side_by_side(configs: list[TrainConfig], parallel: int) -> None:
+    """Train (or reuse) runs in up to `parallel` fresh processes at once. Spawned, not forked: a
+    forked child would inherit the parent's CUDA context, which CUDA does not allow."""
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=min(parallel, len(configs)), mp_context=ctx) as pool:
+        for future in [pool.submit(train_or_reuse, c) for c in configs]:
+            future.result()  # re-raises a run's error here
 
 
 def _write(out: Path, result: dict) -> None:

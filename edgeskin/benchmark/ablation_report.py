@@ -32,7 +32,7 @@ def render_markdown(result: dict[str, Any]) -> str:
         f"Seeds {result['seeds']} for every row, one lesion-grouped split (`{result['split_manifest']}`), "
         f"scored on its test side. Shared settings: "
         f"{', '.join(f'{k}={v}' for k, v in result['base'].items()) or 'the recipe as is'}. "
-        f"Hardware: {result['hardware']}.",
+        f"Scored on: {result['hardware']}; each row's runs trained on the hardware in its last column.",
         "",
         "Balanced accuracy is the mean over seeds, with a 95% paired bootstrap interval (the same resampled "
         "test images for every seed). Δ is against the first row. Train minutes are per run; inference-time "
@@ -43,8 +43,8 @@ def render_markdown(result: dict[str, Any]) -> str:
         "(warm and cool white balance, under-exposure, defocus; `edgeskin.evaluate.shift`), mean over the four.",
         "",
         "| row | lever | what changes | balanced acc. [95% CI] | Δ | mel recall | mel AUC | macro AUC | ECE | "
-        "bal. acc. under shift | mel AUC under shift | epochs | train min | seeds |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "bal. acc. under shift | mel AUC under shift | epochs | train min | seeds | trained on |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         m, ci = r["mean"], r["balanced_accuracy_ci95"]
@@ -55,7 +55,7 @@ def render_markdown(result: dict[str, Any]) -> str:
             f"{'+' if delta >= 0 else ''}{delta:.3f} | {_f(m.get('mel_recall'))} | {_f(m.get('mel_auc'))} | "
             f"{_f(m.get('auc_macro'))} | {_f(m.get('ece'))} | {_f(m.get('shift_balanced_accuracy'))} | "
             f"{_f(m.get('shift_mel_auc'))} | {_f(m.get('epochs'), 0)} | "
-            f"{_f(m.get('train_minutes'), 1)} | {len(r['seeds'])} |")
+            f"{_f(m.get('train_minutes'), 1)} | {len(r['seeds'])} | {m.get('train_hardware') or '–'} |")
     best = best_row(result)
     if best is not None:
         labels = list(next(iter(best["per_seed"].values()))["per_class_recall"])

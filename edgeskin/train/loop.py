@@ -29,7 +29,7 @@ from edgeskin.evaluate.metrics import quick_metrics
 from edgeskin.fileio import sha256_file
 from edgeskin.models import CAM_LAYER, build_model
 from edgeskin.models.factory import count_params
-from edgeskin.predict import predict_logits, resolve_device, softmax
+from edgeskin.predict import describe_device, predict_logits, resolve_device, softmax
 from edgeskin.train import checkpoint as ckpt
 from edgeskin.train.engine import (epoch_seed, lr_at, make_loader, make_loss, make_mixer, seed_everything,
                                    train_epoch)
@@ -174,7 +174,7 @@ def train(cfg: TrainConfig | None = None, resume: str | Path | None = None) -> T
     if stop_reason == "epochs done" and state["planned_epochs"] < cfg.epochs:
         stop_reason = f"time budget of {cfg.max_minutes:g} min reached"
     # Step 6: the model card, describing the best weights.
-    card = _write_card(cfg, run_dir, data, split, model, mean, std, state)
+    card = _write_card(cfg, run_dir, data, split, model, mean, std, state, describe_device(device))
     print(f"edgeskin train: done ({stop_reason}); best val balanced accuracy {state['best_score']:.4f} "
           f"at epoch {state['best_epoch']}; card {run_dir / 'model_card.json'}")
     return TrainResult(run_dir, card, state["best_epoch"], state["epoch"], stop_reason)
@@ -189,7 +189,7 @@ def _distiller(cfg: TrainConfig, data: LabelledImages, split: Split, mean_t, std
     return Distiller(teachers, cfg.distill_alpha, cfg.distill_temperature, mean_t, std_t)
 
 
-def _write_card(cfg, run_dir, data, split, model, mean, std, state) -> ModelCard:
+def _write_card(cfg, run_dir, data, split, model, mean, std, state, hardware: str) -> ModelCard:
     best = state["history"][state["best_epoch"] - 1]
     card = ModelCard(
         task=data.task.name, labels=data.task.labels, positive_label=data.task.positive_label,
@@ -203,7 +203,7 @@ def _write_card(cfg, run_dir, data, split, model, mean, std, state) -> ModelCard
         recipe=cfg.recipe,
         metrics={"val": {k[4:]: v for k, v in best.items() if k.startswith("val_")},
                  "best_epoch": state["best_epoch"], "epochs_run": state["epoch"],
-                 "train_minutes": round(state["elapsed"] / 60, 2)},
+                 "train_minutes": round(state["elapsed"] / 60, 2), "train_hardware": hardware},
     )
     card.save(run_dir)
     return card
