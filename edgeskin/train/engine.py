@@ -6,6 +6,7 @@ Shared by `train` and by `compress` (pruning fine-tune and quantization-aware tr
 from __future__ import annotations
 
 import math
+import multiprocessing
 import random
 from typing import Callable
 
@@ -46,14 +47,16 @@ def make_loader(cfg: TrainConfig, pixels: np.ndarray, targets: np.ndarray, n_cla
     """The epoch's training loader, seeded from (seed, epoch) so a resumed epoch replays exactly."""
     g = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch))
     ds = ArrayDataset(pixels, targets, train_transform(get_augment(cfg.augment), cfg.input_size))
+    # Forked workers share the decoded images; spawned ones (the default inside a spawned process,
+    # e.g. an ablation's side-by-side run) would each be sent a pickled copy of them every epoch.
+    context = "fork" if cfg.workers and "fork" in multiprocessing.get_all_start_methods() else None
+    common = dict(drop_last=True, num_workers=cfg.workers, generator=g, multiprocessing_context=context)
     if cfg.balance == "sampler":
         w = class_weights(targets, n_classes, cfg.balance_power)[targets]
         sampler = torch.utils.data.WeightedRandomSampler(torch.as_tensor(w), len(targets), replacement=True,
                                                          generator=g)
-        return torch.utils.data.DataLoader(ds, cfg.batch_size, sampler=sampler, drop_last=True,
-                                           num_workers=cfg.workers, generator=g)
-    return torch.utils.data.DataLoader(ds, cfg.batch_size, shuffle=True, drop_last=True,
-                                       num_workers=cfg.workers, generator=g)
+        return torch.utils.data.DataLoader(ds, cfg.batch_size, sampler=sampler, **common)
+    return torch.utils.data.DataLoader(ds, cfg.batch_size, shuffle=True, **common)
 
 
 class BalancedSoftmaxLoss(torch.nn.Module):
