@@ -3,6 +3,7 @@
     python benchmarks/ham10000_ablation.py [--rows base,balanced-softmax,...] [--seeds 0,1,2]
                                            [--epochs 6] [--out runs/ablation/ham10000]
                                            [--why-not TEXT] [--note TEXT ...] [--render-only]
+                                           [--parallel 3 --workers 4]   (on a GPU: seeds side by side)
 
 Every row starts from the `ham-edge-int8` recipe (the int8-exact plain CNN), at 96x128 (the
 200x150 source's aspect ratio) and a fixed number of epochs, so rows differ only in their lever
@@ -57,8 +58,9 @@ LEVERS = (
     Lever("sog+cnn-s", "architecture", {**SOG, "backbone": "edgeskin_cnn_s"}),
     # ...given the training time cnn_m takes for 6 epochs (cnn_s trains about twice as fast).
     Lever("sog+cnn-s+2x-epochs", "architecture", {**SOG, "backbone": "edgeskin_cnn_s", "epochs": 12}),
-    # Long runs, trained on a lent GPU (AMP, seeds side by side: --parallel 3 --workers 4); they
-    # train on CPU too, at about 55 minutes a run. Length first, then the distillation that won at 12.
+    # Long runs, trained on a GPU (AMP, seeds side by side: --parallel 3 --workers 4, about 6 minutes
+    # for all three on an H100, loader-bound); on 2 CPU cores about 50 minutes a run. Length first,
+    # then the distillation that won at 12 epochs.
     Lever("sog+10x-epochs", "training length", {**SOG, "epochs": 60}),
     Lever("sog+10x+distill", "distillation", {**SOG, "epochs": 60}, teacher="sog+10x-epochs"),
 )
