@@ -63,6 +63,7 @@ LEVERS = (
     # then the distillation that won at 12 epochs.
     Lever("sog+10x-epochs", "training length", {**SOG, "epochs": 60}),
     Lever("sog+10x+distill", "distillation", {**SOG, "epochs": 60}, teacher="sog+10x-epochs"),
+    Lever("sog+10x+distill+mel-op", "operating point", post="min_recall=0.7", reuse="sog+10x+distill"),
 )
 
 
