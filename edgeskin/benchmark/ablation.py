@@ -13,8 +13,8 @@ interval is for the mean balanced accuracy, not for one lucky seed.
 from __future__ import annotations
 
 import json
-from concurrent.futures import ProcessPoolExecutor
 import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 from functools import lru_cache
 from dataclasses import dataclass, field, replace
 from pathlib import Path
