@@ -81,6 +81,9 @@ def main() -> int:
     ap.add_argument("--render-only", action="store_true",
                     help="re-render OUT/ablation.json (rows and notes) and copy it; train and score nothing")
     args = ap.parse_args()
+    if args.parallel < 1:
+        print(f"--parallel {args.parallel}: use 1 (one run at a time) or more", file=sys.stderr)
+        return 2
     levers = LEVERS
     if args.rows:
         wanted = args.rows.split(",")

@@ -71,6 +71,7 @@ class TrainConfig:
             (self.device in DEVICES, f"--device {self.device!r}; choose one of {list(DEVICES)}"),
             (self.epochs >= 1, f"--epochs {self.epochs}; use 1 or more"),
             (self.batch_size >= 2, f"--batch-size {self.batch_size}; use 2 or more (BatchNorm needs it)"),
+            (self.workers >= 0, f"--workers {self.workers}; use 0 (load in the training process) or more"),
             (self.lr > 0, f"--lr {self.lr}; use a positive learning rate"),
             (0 <= self.label_smoothing < 1, f"--label-smoothing {self.label_smoothing}; use a value in [0, 1)"),
             (0 <= self.drop_rate < 1, f"--drop-rate {self.drop_rate}; use a value in [0, 1)"),

@@ -44,7 +44,7 @@ def test_mixer_mixes_labels_and_is_off_at_zero():
 
 
 @pytest.mark.parametrize("bad", [dict(loss="focal"), dict(mixup=1.5), dict(ema_decay=0.2),
-                                 dict(color_constancy="retinex")])
+                                 dict(color_constancy="retinex"), dict(workers=-1)])
 def test_bad_lever_values_name_the_option(bad):
     with pytest.raises(EdgeskinError, match=f"--{next(iter(bad)).replace('_', '-')}"):
         TrainConfig(**bad)
