@@ -64,6 +64,9 @@ LEVERS = (
     Lever("sog+10x-epochs", "training length", {**SOG, "epochs": 60}),
     Lever("sog+10x+distill", "distillation", {**SOG, "epochs": 60}, teacher="sog+10x-epochs"),
     Lever("sog+10x+distill+mel-op", "operating point", post="min_recall=0.7", reuse="sog+10x+distill"),
+    # The long runs over-fit (validation peaked mid-run): does strong augmentation, which hurt at 6
+    # epochs, pay off once training is longer? Screened at 12 epochs against sog+2x-epochs.
+    Lever("sog+2x+strong-aug", "training", {**SOG, "epochs": 12, "augment": "strong"}),
 )
 
 
