@@ -19,10 +19,17 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def amp_dtype(device: torch.device) -> torch.dtype | None:
+    """The autocast dtype training uses on `device`: bf16 where the GPU has it, else fp16; None on CPU."""
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
 def describe_device(device: torch.device) -> str:
     """The hardware a run trained (or a table was scored) on, as the card and reports record it."""
     if device.type == "cuda":
-        dtype = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        dtype = "bf16" if amp_dtype(device) == torch.bfloat16 else "fp16"
         return f"{torch.cuda.get_device_name(device)} GPU (AMP {dtype})"
     name = platform.processor() or platform.machine()
     try:  # Linux names the CPU model; elsewhere the architecture has to do

@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from edgeskin.config import TrainConfig
 from edgeskin.data.transforms import ArrayDataset, get_augment, normalize, train_transform
+from edgeskin.predict import amp_dtype
 from torchvision.transforms import v2  # after edgeskin.data.transforms, which loads the CPU-torch compat
 
 
@@ -108,8 +109,8 @@ def train_epoch(model, loader, opt, loss_fn, scaler, lr_fn: Callable[[int], floa
                 distill: Callable | None = None) -> float:
     """One pass over `loader`; the caller has set train/eval modes. Returns the mean loss.
     `distill(hard_loss, logits, x)` blends in a teacher's soft targets (edgeskin.train.distill)."""
-    amp = device.type == "cuda"
-    amp_dtype = torch.bfloat16 if amp and torch.cuda.is_bf16_supported() else torch.float16
+    dtype = amp_dtype(device)
+    amp = dtype is not None
     running, bar = 0.0, tqdm(loader, desc=desc, leave=False, disable=None)
     for i, (x, y) in enumerate(bar):
         for group in opt.param_groups:
@@ -120,7 +121,7 @@ def train_epoch(model, loader, opt, loss_fn, scaler, lr_fn: Callable[[int], floa
             x, y = mix(x, y)
         if amp:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
+        with torch.autocast(device.type, dtype=dtype or torch.float16, enabled=amp):
             logits = model(x)
             loss = loss_fn(logits, y)
             if distill is not None:
