@@ -49,7 +49,8 @@ def cli() -> None:
 @click.option("--label-smoothing", type=float)
 @click.option("--balance", type=click.Choice(BALANCE_MODES), help="Class imbalance: weighted sampler or loss.")
 @click.option("--balance-power", type=float, help="Class weight = frequency^-power.")
-@click.option("--loss", type=click.Choice(LOSSES), help="balanced_softmax adds log class priors (balanced error).")
+@click.option("--loss", type=click.Choice(LOSSES),
+              help="balanced_softmax adds log class priors (balanced error); focal down-weights easy images.")
 @click.option("--augment", type=click.Choice(AUGMENT_CHOICES))
 @click.option("--color-constancy", type=click.Choice(CONSTANCY),
               help="White balance every image (shades of gray); the card tells the device to do the same.")

@@ -13,7 +13,7 @@ from edge_runtime.preprocess import CONSTANCY
 from edgeskin.errors import EdgeskinError
 
 BALANCE_MODES = ("sampler", "loss", "none")
-LOSSES = ("ce", "balanced_softmax")
+LOSSES = ("ce", "balanced_softmax", "focal")
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -32,7 +32,8 @@ class TrainConfig:
     label_smoothing: float = 0.1
     balance: str = "sampler"  # weighted sampler, class-weighted loss, or none
     balance_power: float = 0.5  # class weight = frequency ** -power (0.5: 1/sqrt, 1: inverse)
-    loss: str = "ce"  # balanced_softmax: logits + log(class prior seen in training) (Ren et al. 2020)
+    # balanced_softmax: logits + log(class prior seen in training) (Ren et al. 2020); focal: CE * (1-p)^2
+    loss: str = "ce"
     augment: str = "standard"
     color_constancy: str = "none"  # "shades_of_gray": recorded in the card, applied on the device too
     mixup: float = 0.0  # probability that a batch is mixed (MixUp alpha 0.2 or CutMix alpha 1.0)

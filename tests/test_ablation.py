@@ -13,7 +13,7 @@ from edgeskin.config import TrainConfig
 from edgeskin.errors import EdgeskinError
 from edgeskin.evaluate.metrics import balanced_accuracy
 from edgeskin.train import train
-from edgeskin.train.engine import make_loss, make_mixer
+from edgeskin.train.engine import FocalLoss, make_loss, make_mixer
 
 TINY = dict(backbone="edgeskin_cnn_s", input_size=(32, 48), batch_size=16, lr=3e-3, patience=20, device="cpu")
 
@@ -34,6 +34,28 @@ def test_balanced_softmax_corrects_for_the_prior_the_loss_sees():
     assert raw(logits, torch.tensor([[0.5, 0.5]])).item() > 0
 
 
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_focal_loss_is_cross_entropy_at_gamma_zero_and_down_weights_easy_images(smoothing):
+    torch.manual_seed(0)
+    logits, y = torch.randn(12, 7) * 3, torch.arange(12) % 7
+    weight = torch.rand(7) + 0.5
+    soft = torch.nn.functional.one_hot(y, 7).float() * 0.6 + 0.4 / 7
+    ce = torch.nn.functional.cross_entropy
+    for target in (y, soft):  # class indices and MixUp's soft targets
+        for w in (None, weight):
+            assert FocalLoss(w, smoothing, gamma=0.0)(logits, target).item() == pytest.approx(
+                ce(logits, target, w, label_smoothing=smoothing).item(), rel=1e-5)
+    # One image at a time: focal = CE * (1 - p_true)^2, so a confident right answer counts ~nothing.
+    easy, hard = torch.tensor([[6.0, 0, 0]]), torch.tensor([[0.0, 2, 0]])
+    for x in (easy, hard):
+        p = torch.softmax(x, 1)[0, 0].item()
+        assert FocalLoss(None, 0.0)(x, torch.tensor([0])).item() == pytest.approx(
+            ce(x, torch.tensor([0])).item() * (1 - p) ** 2, rel=1e-5)
+    assert FocalLoss(None, 0.0)(easy, torch.tensor([0])) < 1e-4 < FocalLoss(None, 0.0)(hard, torch.tensor([0]))
+    assert isinstance(make_loss(TrainConfig(loss="focal", balance="loss"), y.numpy(), 7, torch.device("cpu")),
+                      FocalLoss)
+
+
 def test_mixer_mixes_labels_and_is_off_at_zero():
     assert make_mixer(TrainConfig(mixup=0.0), 7) is None
     torch.manual_seed(0)
@@ -43,7 +65,7 @@ def test_mixer_mixes_labels_and_is_off_at_zero():
     assert torch.allclose(y.sum(1), torch.ones(8)) and (y.max(1).values < 1).any()
 
 
-@pytest.mark.parametrize("bad", [dict(loss="focal"), dict(mixup=1.5), dict(ema_decay=0.2),
+@pytest.mark.parametrize("bad", [dict(loss="dice"), dict(mixup=1.5), dict(ema_decay=0.2),
                                  dict(color_constancy="retinex"), dict(workers=-1)])
 def test_bad_lever_values_name_the_option(bad):
     with pytest.raises(EdgeskinError, match=f"--{next(iter(bad)).replace('_', '-')}"):

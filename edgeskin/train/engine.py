@@ -19,6 +19,8 @@ from edgeskin.data.transforms import ArrayDataset, get_augment, normalize, train
 from edgeskin.predict import amp_dtype
 from torchvision.transforms import v2  # after edgeskin.data.transforms, which loads the CPU-torch compat
 
+FOCAL_GAMMA = 2.0
+
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
@@ -75,6 +77,30 @@ class BalancedSoftmaxLoss(torch.nn.Module):
                                                  label_smoothing=self.label_smoothing)
 
 
+class FocalLoss(torch.nn.Module):
+    """Softmax focal loss (Lin et al. 2017, "Focal Loss for Dense Object Detection"): cross-entropy
+    scaled by (1 - p_true)^gamma, so images the network already gets right weigh less and the hard
+    minority ones more. Takes class indices or soft targets (MixUp/CutMix); for soft targets p_true
+    is the target-weighted probability. gamma 2 is the paper's default."""
+
+    def __init__(self, weight: torch.Tensor | None, label_smoothing: float, gamma: float = FOCAL_GAMMA):
+        super().__init__()
+        self.weight, self.label_smoothing, self.gamma = weight, label_smoothing, gamma
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        logp = torch.nn.functional.log_softmax(logits.float(), 1)
+        indices = not target.is_floating_point()
+        soft = torch.nn.functional.one_hot(target, logits.shape[1]).float() if indices else target
+        p_true = (soft * logp.exp()).sum(1)
+        # Class weights and the mean as torch's cross_entropy takes them (gamma 0 is exactly it):
+        # index targets divide by the summed weight of their classes, soft targets by the batch size.
+        norm = (soft * self.weight).sum() if indices and self.weight is not None else len(soft)
+        if self.label_smoothing:
+            soft = soft * (1 - self.label_smoothing) + self.label_smoothing / logits.shape[1]
+        per_class = -soft * logp if self.weight is None else -soft * logp * self.weight
+        return ((1 - p_true).clamp(min=0).pow(self.gamma) * per_class.sum(1)).sum() / norm
+
+
 def make_loss(cfg: TrainConfig, targets: np.ndarray, n_classes: int, device: torch.device) -> torch.nn.Module:
     weight = None
     per_class = class_weights(targets, n_classes, cfg.balance_power)
@@ -88,6 +114,8 @@ def make_loss(cfg: TrainConfig, targets: np.ndarray, n_classes: int, device: tor
         prior = np.maximum(seen, 1e-12) / seen.sum()
         return BalancedSoftmaxLoss(torch.tensor(np.log(prior), dtype=torch.float32), weight,
                                    cfg.label_smoothing).to(device)
+    if cfg.loss == "focal":
+        return FocalLoss(weight, cfg.label_smoothing).to(device)
     return torch.nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing)
 
 
