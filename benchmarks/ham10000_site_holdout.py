@@ -30,6 +30,10 @@ LEVERS = (
     # The robustness lever: does colour constancy narrow the gap to unseen sites?
     Lever("shades-of-gray", "robustness", SOG),
     Lever("sog+2x-epochs", "training length", {**SOG, "epochs": 12}),
+    # The ablation's winning levers: does distillation's gain, and the melanoma operating point
+    # fitted on validation (in-distribution sites only), carry over to sites never seen?
+    Lever("sog+2x+distill", "distillation", {**SOG, "epochs": 12}, teacher="sog+2x-epochs"),
+    Lever("sog+2x+distill+mel-op", "operating point", post="min_recall=0.7", reuse="sog+2x+distill"),
 )
 
 
