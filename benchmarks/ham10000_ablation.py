@@ -67,6 +67,14 @@ LEVERS = (
     # The long runs over-fit (validation peaked mid-run): does strong augmentation, which hurt at 6
     # epochs, pay off once training is longer? Screened at 12 epochs against sog+2x-epochs.
     Lever("sog+2x+strong-aug", "training", {**SOG, "epochs": 12, "augment": "strong"}),
+    # The other imbalance objective, screened at 6 epochs against shades-of-gray
+    # (balanced softmax): focal loss on top of the same 1/sqrt-frequency sampler.
+    Lever("sog+focal", "objective", {**SOG, "loss": "focal"}),
+    # The 4x cheaper network taught by the cnn_m students: does distillation close the gap at a
+    # quarter of the MACs (for a Raspberry Pi-class latency budget)? Against sog+cnn-s+2x-epochs.
+    Lever("sog+cnn-s+2x+distill", "distillation", {**SOG, "backbone": "edgeskin_cnn_s", "epochs": 12},
+          teacher="sog+2x+distill"),
+    Lever("sog+cnn-s+2x+distill+mel-op", "operating point", post="min_recall=0.7", reuse="sog+cnn-s+2x+distill"),
 )
 
 
