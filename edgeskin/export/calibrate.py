@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from edge_runtime.site import recall_offset, risk_threshold
 from edgeskin.errors import EdgeskinError
 from edgeskin.evaluate.metrics import balanced_accuracy
 
@@ -63,8 +64,7 @@ def referral_threshold(probs: np.ndarray, targets: np.ndarray, malignant: list[i
     is_malignant = np.isin(targets, malignant)
     if not malignant or is_malignant.sum() == 0:
         return None
-    risk = probs[:, malignant].sum(1)[is_malignant]
-    return float(np.quantile(risk, 1.0 - REFER_SENSITIVITY, method="lower"))
+    return risk_threshold(probs[:, malignant].sum(1)[is_malignant], REFER_SENSITIVITY)
 
 
 def calibration(logits: np.ndarray, targets: np.ndarray, malignant: list[int], source: str) -> dict:
@@ -83,20 +83,14 @@ def operating_point(logits: np.ndarray, targets: np.ndarray, labels, positive: s
     to at least `min_recall` with the smallest offset: a prior shift on one class, the way a
     clinic picks a sensitivity. One offset, not one per class: per-class offsets tuned on a
     validation split this size over-fit it (measured on HAM10000's sog+2x+distill runs: test
-    balanced accuracy 0.661 -> 0.641, where the one melanoma offset gave 0.667). Exact, no grid:
-    positive image i is predicted `positive` once the offset exceeds its margin
-    max_j z_ij - z_i,positive."""
+    balanced accuracy 0.661 -> 0.641, where the one melanoma offset gave 0.667). The fit is
+    edge_runtime's, so a clinic refitting it on its own photos (`edge_runtime calibrate`) gets
+    exactly the card's rule."""
     k = list(labels).index(positive)
-    pos = logits[targets == k]
-    if len(pos) == 0:
+    if not np.any(targets == k):
         raise EdgeskinError(f"--min-recall: the {source} has no {positive!r} images to fit an operating point on")
-    others = np.delete(pos, k, axis=1).max(1)
-    margins = np.sort(np.maximum(others - pos[:, k], 0.0))
-    need = int(np.ceil(min_recall * len(pos) - 1e-9))  # images that must be recalled
-    # Just above the deciding image's margin, so it is strictly the top logit; 0 when already met.
-    offset = 0.0 if margins[need - 1] == 0.0 else float(margins[need - 1]) + 1e-4
     offsets = np.zeros(logits.shape[1])
-    offsets[k] = offset
+    offsets[k] = recall_offset(logits, targets, k, min_recall)  # the device's own fit (site profiles)
 
     def at(o):
         pred = (logits + o).argmax(1)

@@ -74,21 +74,29 @@ def labelled_images(data: Path) -> list[tuple[Path, str]]:
     raise EdgeRuntimeError(f"{data} not found; pass a CSV (path,label) or a folder of class folders")
 
 
-def accuracy(clf: Classifier, items: list[tuple[Path, str]]) -> dict:
+def label_indices(clf: Classifier, items: list[tuple[Path, str]], data: Path) -> np.ndarray:
     labels = clf.artifact.labels
     unknown = sorted({y for _, y in items} - set(labels))
     if unknown:
-        raise EdgeRuntimeError(f"labels {unknown} are not classes of this model; choose from {labels}")
-    y = np.array([labels.index(lab) for _, lab in items])
+        raise EdgeRuntimeError(f"{data}: labels {unknown} are not classes of this model; choose from {labels}")
+    if not items:
+        raise EdgeRuntimeError(f"{data} lists no images; pass a CSV (path,label) or a folder of class folders")
+    return np.array([labels.index(lab) for _, lab in items])
+
+
+def accuracy(clf: Classifier, items: list[tuple[Path, str]], data: Path) -> dict:
+    labels = clf.artifact.labels
+    y = label_indices(clf, items, data)
     pred = np.array([int(np.argmax(clf.infer(open_rgb(p), with_cam=False)[0])) for p, _ in items])
     recall = {labels[k]: float(np.mean(pred[y == k] == k)) for k in range(len(labels)) if (y == k).any()}
     return {"n": len(items), "balanced_accuracy": float(np.mean(list(recall.values()))), "recall": recall}
 
 
-def cold_start(model: Path, image: Path, threads: int) -> dict:
+def cold_start(model: Path, image: Path, threads: int, site: Path | None = None) -> dict:
     t = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "edge_runtime", "predict", str(model), str(image), "--json",
-                           "--threads", str(threads)], capture_output=True, text=True)
+                           "--threads", str(threads), *(["--site", str(site)] if site else [])],
+                          capture_output=True, text=True)
     seconds = time.perf_counter() - t
     if proc.returncode != 0:
         raise EdgeRuntimeError(f"cold-start run failed: {(proc.stderr or proc.stdout).strip()[-300:]}")
@@ -96,18 +104,18 @@ def cold_start(model: Path, image: Path, threads: int) -> dict:
 
 
 def benchmark(model: Path, threads: int = 4, runs: int = 100, warmup: int = 10, data: Path | None = None,
-              image: Path | None = None, cold: bool = True, verify: bool = True) -> dict:
+              image: Path | None = None, cold: bool = True, verify: bool = True, site: Path | None = None) -> dict:
     t = time.perf_counter()
-    clf = Classifier.load(model, threads, verify)
+    clf = Classifier.load(model, threads, verify, site)
     load_s = time.perf_counter() - t
     with tempfile.TemporaryDirectory(prefix="edge-runtime-") as tmp:
         if image is None:  # a neutral photo-sized input when no image is given
             image = Path(tmp) / "neutral.png"
             Image.fromarray(np.full((450, 600, 3), 160, np.uint8)).save(image)
-        return _measure(clf, load_s, Path(model), Path(image), threads, runs, warmup, data, cold)
+        return _measure(clf, load_s, Path(model), Path(image), threads, runs, warmup, data, cold, site)
 
 
-def _measure(clf, load_s, model, image, threads, runs, warmup, data, cold) -> dict:
+def _measure(clf, load_s, model, image, threads, runs, warmup, data, cold, site) -> dict:
     rgb = open_rgb(image)
     x = normalize(resize(rgb, clf.artifact.input_size)[None], clf.artifact.mean, clf.artifact.std)
     t = time.perf_counter()
@@ -116,7 +124,7 @@ def _measure(clf, load_s, model, image, threads, runs, warmup, data, cold) -> di
     for _ in range(warmup):
         clf.backend.run(x)
     result = {
-        "date": datetime.date.today().isoformat(), "model": clf.artifact.describe, "device": {"machine": platform.machine(), "system": platform.system(),
+        "date": datetime.date.today().isoformat(), "model": clf.describe, "device": {"machine": platform.machine(), "system": platform.system(),
                                                   "python": platform.python_version(), "processor": platform.processor()},
         "method": {"warmup": warmup, "runs": runs, "threads": threads, "interpreter": clf.backend.package,
                    "delegate": clf.backend.delegate, "input_dtype": clf.backend.input_dtype,
@@ -128,7 +136,7 @@ def _measure(clf, load_s, model, image, threads, runs, warmup, data, cold) -> di
         "peak_rss_mb": peak_rss_mb(),
     }
     if cold:
-        result.update(cold_start(model, image, threads))
+        result.update(cold_start(model, image, threads, site))
     if data is not None:
-        result["accuracy"] = accuracy(clf, labelled_images(Path(data)))
+        result["accuracy"] = accuracy(clf, labelled_images(Path(data)), Path(data))
     return result

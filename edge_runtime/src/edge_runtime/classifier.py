@@ -14,6 +14,7 @@ from edge_runtime.backends import open_backend
 from edge_runtime.errors import EdgeRuntimeError
 from edge_runtime.heatmap import overlay, to_heatmap
 from edge_runtime.preprocess import CONSTANCY, ImageLike, model_pixels, normalize, open_rgb
+from edge_runtime.site import read_profile
 
 DISCLAIMER = ("Decision support only, not a diagnosis. A dermatologist must examine any lesion that "
               "changes, bleeds, itches or worries the patient, whatever this result says.")
@@ -47,8 +48,9 @@ def next_step(risk: float, uncertain: bool, calibration: dict, ood: bool = False
     refer = calibration.get("refer_at_risk")
     if refer is not None and risk >= refer:
         sens = calibration.get("refer_sensitivity", 0.9)
+        where = calibration.get("refer_fitted_where", "in validation")
         return (f"Refer to a dermatologist: malignant risk {risk:.0%} is at or above the referral threshold "
-                f"{refer:.0%} (set to catch {sens:.0%} of malignant lesions in validation).")
+                f"{refer:.0%} (set to catch {sens:.0%} of malignant lesions {where}).")
     if ood:
         return ("Unusual image for this model (not like the dermoscopy photos it learned from): check it is a "
                 "dermoscopic photo of one lesion, or refer to a dermatologist.")
@@ -58,20 +60,40 @@ def next_step(risk: float, uncertain: bool, calibration: dict, ood: bool = False
 
 
 class Classifier:
-    def __init__(self, artifact: Artifact, backend):
-        self.artifact, self.backend = artifact, backend
-        self.temperature = float(artifact.calibration.get("temperature") or 1.0)
+    def __init__(self, artifact: Artifact, backend, site: dict | None = None):
+        """`site`: a profile from `edge_runtime calibrate` (edge_runtime.site), whose operating
+        point and referral threshold replace the card's."""
+        self.artifact, self.backend, self.site = artifact, backend, site
+        self.calibration = dict(artifact.calibration)
         self.offsets = np.asarray(artifact.offsets, np.float32)
+        if site is not None:
+            if site.get("operating_point") is not None:
+                self.offsets = np.asarray(site["operating_point"]["offsets"], np.float32)
+            self.calibration.update({k: site["calibration"][k] for k in ("refer_at_risk", "refer_sensitivity")},
+                                    refer_fitted_where=f"at site {site['site']!r}")
+        self.temperature = float(self.calibration.get("temperature") or 1.0)
         self._malignant = [artifact.labels.index(k) for k in artifact.malignant_labels]
 
     @classmethod
-    def load(cls, path, threads: int = 4, verify: bool = True) -> "Classifier":
+    def load(cls, path, threads: int = 4, verify: bool = True, site=None) -> "Classifier":
         artifact = load_artifact(Path(path), verify)
         if artifact.color_constancy not in CONSTANCY:  # fail at load, not on the first photo
             raise EdgeRuntimeError(f"{artifact.path}: its card asks for color_constancy "
                                    f"{artifact.color_constancy!r}; this edge_runtime knows {list(CONSTANCY)} "
                                    "(upgrade edgeskin-runtime)")
-        return cls(artifact, open_backend(artifact.path, threads))
+        profile = None if site is None else read_profile(site, artifact.path.name, artifact.sha256,
+                                                         len(artifact.labels))
+        return cls(artifact, open_backend(artifact.path, threads), profile)
+
+    @property
+    def describe(self) -> dict:
+        """The artifact's description, with the site profile's name and operating point when one is used."""
+        d = {**self.artifact.describe, "site": None}
+        if self.site is not None:
+            point = self.site.get("operating_point")
+            d.update(site=self.site["site"], operating_point=d["operating_point"] if point is None else
+                     {"label": point["label"], "min_recall": point["min_recall"], "fitted_on": self.site["fitted_on"]})
+        return d
 
     @property
     def has_cam(self) -> bool:
@@ -80,10 +102,14 @@ class Classifier:
     def infer(self, rgb: Image.Image, with_cam: bool = True):
         """Scores (logits, plus the card's operating-point offsets, which decide the label) and CAM
         for one RGB image: the part a benchmark times."""
+        logits, cam = self.raw(rgb, with_cam)
+        return logits + self.offsets, cam
+
+    def raw(self, rgb: Image.Image, with_cam: bool = False):
+        """The model's own logits (no operating-point offsets) and CAM: what a site profile is fitted on."""
         a = self.artifact
         x = normalize(model_pixels(rgb, a.input_size, a.color_constancy)[None], a.mean, a.std)
-        logits, cam = self.backend.run(x, with_cam)
-        return logits + self.offsets, cam
+        return self.backend.run(x, with_cam)
 
     def predict(self, image: ImageLike, with_cam: bool = True, target: str | None = None) -> Prediction:
         """`target`: the class whose heatmap to draw (default: the predicted one)."""
@@ -95,7 +121,7 @@ class Classifier:
         labels = self.artifact.labels
         k = int(p.argmax())
         risk = float(p[self._malignant].sum()) if self._malignant else 0.0
-        cal = self.artifact.calibration
+        cal = self.calibration
         energy = self.temperature * (z.max() + np.log(np.exp(z - z.max()).sum()))
         ood = cal.get("ood_below") is not None and bool(energy < cal["ood_below"])
         uncertain = bool(p[k] < float(cal.get("uncertain_below") or 0.0)) or ood

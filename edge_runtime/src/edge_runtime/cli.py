@@ -13,7 +13,7 @@ from edge_runtime.errors import EdgeRuntimeError
 def _predict(args) -> None:
     from edge_runtime.classifier import DISCLAIMER, Classifier
 
-    clf = Classifier.load(args.model, args.threads, verify=not args.no_verify)
+    clf = Classifier.load(args.model, args.threads, verify=not args.no_verify, site=args.site)
     if args.cam_out:
         Path(args.cam_out).mkdir(parents=True, exist_ok=True)
     for image in args.images:
@@ -41,7 +41,7 @@ def _benchmark(args) -> None:
     from edge_runtime.bench import benchmark
 
     r = benchmark(Path(args.model), args.threads, args.runs, args.warmup, args.data, args.image, not args.no_cold,
-                  verify=not args.no_verify)
+                  verify=not args.no_verify, site=args.site)
     r["device"].update(name=args.device_name or r["device"]["machine"], representative=not args.emulated)
     if args.json:
         print(json.dumps(r, indent=2))
@@ -64,7 +64,31 @@ def _benchmark(args) -> None:
 def _serve(args) -> None:
     from edge_runtime.server import serve
 
-    serve(args.model, args.host, args.port, args.threads)
+    serve(args.model, args.host, args.port, args.threads, args.site)
+
+
+def _calibrate(args) -> None:
+    from edge_runtime.site import calibrate
+
+    p = calibrate(args.model, args.data, args.out, args.min_recall, args.site_name, args.threads,
+                  verify=not args.no_verify)
+    if args.json:
+        print(json.dumps(p, indent=2))
+        return
+    point, cal = p["operating_point"], p["calibration"]
+    print(f"{args.out}: site {p['site']!r}, fitted on {p['n_images']} photos ("
+          + ", ".join(f"{k} {n}" for k, n in p["counts"].items() if n) + ")")
+    if point is not None:
+        before, after = point["site_with_card"], point["site_after"]
+        print(f"  {point['label']} recall {before['recall']:.2f} with the card's operating point -> "
+              f"{after['recall']:.2f} (target {point['min_recall']}); balanced accuracy "
+              f"{before['balanced_accuracy']:.3f} -> {after['balanced_accuracy']:.3f}")
+    if cal["refer_at_risk"] is not None:
+        card_refer = cal["card_refer_at_risk"]
+        print(f"  refer at malignant risk >= {cal['refer_at_risk']:.0%} (card: "
+              f"{'none' if card_refer is None else format(card_refer, '.0%')}), to refer "
+              f"{cal['refer_sensitivity']:.0%} of this site's malignant photos")
+    print(f"  in-sample figures; use it with: edge_runtime predict {args.model} IMAGE --site {args.out}")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -95,7 +119,20 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--host", default="127.0.0.1", help="loopback by default; 0.0.0.0 exposes it to the network")
     s.add_argument("--port", type=int, default=8080)
     s.set_defaults(run=_serve)
+    c = sub.add_parser("calibrate", help="refit the operating point and referral threshold on this site's "
+                       "labelled photos; writes a site profile for --site")
+    c.add_argument("model")
+    c.add_argument("--data", type=Path, required=True, help="CSV with path,label columns, or a folder of class folders")
+    c.add_argument("--out", type=Path, required=True, help="the site profile to write (.json)")
+    c.add_argument("--min-recall", type=float, help="recall the positive class (melanoma) must reach on these "
+                   "photos (default: the card's own target; none: keep the card's operating point)")
+    c.add_argument("--site-name", help="how predictions name the site (default: the data's name)")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(run=_calibrate)
     for sp in (p, b, s):
+        sp.add_argument("--site", type=Path, help="site profile from `edge_runtime calibrate` (its operating point "
+                        "and referral threshold replace the card's)")
+    for sp in (p, b, s, c):
         sp.add_argument("--threads", type=int, default=4)
         sp.add_argument("--no-verify", action="store_true", help="run even if the SHA-256 does not match the card")
     return ap

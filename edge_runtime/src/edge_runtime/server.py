@@ -79,14 +79,15 @@ def make_handler(clf: Classifier):
     return Handler
 
 
-def make_server(model, host: str = "127.0.0.1", port: int = 8080, threads: int = 4) -> ThreadingHTTPServer:
-    clf = Classifier.load(model, threads)
+def make_server(model, host: str = "127.0.0.1", port: int = 8080, threads: int = 4,
+                site=None) -> ThreadingHTTPServer:
+    clf = Classifier.load(model, threads, site=site)
     return ThreadingHTTPServer((host, port), make_handler(clf))
 
 
-def serve(model, host: str = "127.0.0.1", port: int = 8080, threads: int = 4) -> None:
+def serve(model, host: str = "127.0.0.1", port: int = 8080, threads: int = 4, site=None) -> None:
     try:
-        server = make_server(model, host, port, threads)
+        server = make_server(model, host, port, threads, site)
     except OSError as exc:
         raise EdgeRuntimeError(f"cannot listen on {host}:{port} ({exc.strerror}); choose another --port") from None
     print(f"edge_runtime: serving {model} at http://{host}:{server.server_address[1]}/ (Ctrl+C to stop)")

@@ -1,0 +1,164 @@
+"""Site profiles: refit a model's decision thresholds on a clinic's own labelled photos.
+
+Measured on HAM10000 with body sites held out of training (benchmarks/results/ham10000_site_refit.md):
+a melanoma operating point fitted on the training sites' validation images gives 0.70 melanoma
+recall there but about a third of that at an unseen site. The thresholds, not the weights, are
+what a clinic can refit with a few hundred labelled photos, and on the device itself (numpy only).
+
+`edge_runtime calibrate MODEL --data DATA` writes a profile JSON bound to the model's SHA-256:
+- the operating point: the smallest logit offset for the positive class (melanoma) whose recall
+  on the site's photos reaches --min-recall (default: the card's own target, if it has one);
+- the referral threshold: the highest malignant risk that still refers the card's
+  refer_sensitivity (0.9) of the site's malignant photos.
+`predict`, `benchmark` and `serve --site PROFILE` use them instead of the card's. The card's
+temperature and uncertainty thresholds stay: they need more photos than a site usually has.
+
+The fitting functions here are also what `edgeskin export` uses for the card's own thresholds.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from edge_runtime.errors import EdgeRuntimeError
+
+PROFILE_KIND = "edge_runtime site profile"
+PROFILE_VERSION = 1
+MIN_POSITIVES = 10  # fewer positive photos give a recall in steps of more than 10 points
+
+
+def recall_offset(logits: np.ndarray, targets: np.ndarray, k: int, min_recall: float) -> float:
+    """Smallest offset added to logit k that makes class k's recall reach min_recall. Exact, no
+    grid: positive image i is predicted k once the offset exceeds its margin max_j z_ij - z_ik."""
+    pos = logits[targets == k]
+    if len(pos) == 0:
+        raise ValueError("no images of the class")
+    others = np.delete(pos, k, axis=1).max(1)
+    margins = np.sort(np.maximum(others - pos[:, k], 0.0))
+    need = math.ceil(min_recall * len(pos) - 1e-9)  # images that must be recalled
+    # Just above the deciding image's margin, so it is strictly the top logit; 0 when already met.
+    return 0.0 if margins[need - 1] == 0.0 else float(margins[need - 1]) + 1e-4
+
+
+def risk_threshold(risk_of_malignant: np.ndarray, sensitivity: float) -> float:
+    """The highest risk threshold that still refers `sensitivity` of these malignant images,
+    rounded down to 4 decimals: rounding up could leave the deciding image just below it."""
+    return math.floor(float(np.quantile(risk_of_malignant, 1.0 - sensitivity, method="lower")) * 1e4) / 1e4
+
+
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    z = logits / temperature
+    e = np.exp(z - z.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def decisions(logits: np.ndarray, targets: np.ndarray, k: int) -> dict:
+    """Class k's recall and the balanced accuracy (mean recall over the classes present)."""
+    pred = logits.argmax(1)
+    recalls = [float(np.mean(pred[targets == c] == c)) for c in np.unique(targets)]
+    return {"recall": round(float(np.mean(pred[targets == k] == k)), 4),
+            "balanced_accuracy": round(float(np.mean(recalls)), 4)}
+
+
+def fit_profile(logits: np.ndarray, targets: np.ndarray, card: dict, min_recall: float | None,
+                site: str, source: str) -> dict:
+    """A site profile from raw logits (before the card's offsets) of labelled photos."""
+    labels = list(card["labels"])
+    card_point = card.get("operating_point") or {}
+    positive = card_point.get("label") or card.get("positive_label") or labels[0]
+    k = labels.index(positive)
+    counts = {lab: int(np.sum(targets == i)) for i, lab in enumerate(labels)}
+    if counts[positive] < MIN_POSITIVES:
+        raise EdgeRuntimeError(f"{source} has {counts[positive]} {positive!r} photos; a site profile needs at "
+                               f"least {MIN_POSITIVES} to fit on (add labelled {positive!r} photos)")
+    if min_recall is None:
+        min_recall = card_point.get("min_recall")
+    offsets = np.asarray(card_point.get("offsets") or [0.0] * len(labels), np.float64)
+    point = None
+    if min_recall is not None:
+        if not 0.0 < min_recall <= 1.0:
+            raise EdgeRuntimeError(f"--min-recall {min_recall} is not a recall; pass a value in (0, 1], e.g. 0.7")
+        card_offsets = offsets
+        offsets = np.zeros(len(labels))
+        offsets[k] = recall_offset(logits, targets, k, min_recall)
+        point = {"label": positive, "min_recall": min_recall, "offsets": [round(float(o), 6) for o in offsets],
+                 "site_with_card": decisions(logits + card_offsets, targets, k),
+                 "site_after": decisions(logits + offsets, targets, k)}
+    cal = card.get("calibration") or {}
+    sensitivity = float(cal.get("refer_sensitivity") or 0.9)
+    malignant = [labels.index(m) for m in card.get("malignant_labels") or [] if m in labels]
+    refer = None
+    if malignant:
+        probs = softmax(logits + offsets, float(cal.get("temperature") or 1.0))
+        refer = risk_threshold(probs[:, malignant].sum(1)[np.isin(targets, malignant)], sensitivity)
+    return {"kind": PROFILE_KIND, "version": PROFILE_VERSION, "site": site, "fitted_on": source,
+            "n_images": int(len(targets)), "counts": counts, "operating_point": point,
+            "calibration": {"refer_at_risk": refer, "refer_sensitivity": sensitivity, "card_refer_at_risk":
+                            cal.get("refer_at_risk")},
+            "note": "thresholds fitted on these photos; the site_* figures are in-sample"}
+
+
+def write_profile(path: Path, profile: dict, model_file: str, sha256: str) -> Path:
+    """Bind the profile to the model's SHA-256 and write it atomically (never half-written)."""
+    path = Path(path)
+    body = {**profile, "model": {"file": model_file, "sha256": sha256}}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent if str(path.parent) else ".")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(body, f, indent=2)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_profile(path, model_name: str, sha256: str, n_labels: int) -> dict:
+    """A profile written for exactly this model file, else a one-line error saying what to do."""
+    path = Path(path)
+    try:
+        profile = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise EdgeRuntimeError(f"site profile {path} not found; write one with `edge_runtime calibrate`") from None
+    except (OSError, ValueError) as exc:
+        raise EdgeRuntimeError(f"{path} is not a site profile JSON ({exc}); write it again with "
+                               "`edge_runtime calibrate`") from None
+    if not isinstance(profile, dict) or profile.get("kind") != PROFILE_KIND:
+        raise EdgeRuntimeError(f"{path} is not a site profile; write one with `edge_runtime calibrate`")
+    if profile["model"]["sha256"] != sha256:
+        raise EdgeRuntimeError(f"{path} was fitted for {profile['model']['file']} (SHA-256 "
+                               f"{profile['model']['sha256'][:12]}...), not {model_name} ({sha256[:12]}...); "
+                               "run `edge_runtime calibrate` for this model")
+    point = profile.get("operating_point")
+    if point is not None and len(point["offsets"]) != n_labels:
+        raise EdgeRuntimeError(f"{path}: {len(point['offsets'])} offsets for {n_labels} labels; write it again")
+    return profile
+
+
+def calibrate(model, data, out, min_recall: float | None = None, site: str | None = None, threads: int = 4,
+              verify: bool = True) -> dict:
+    """Run the model on the site's labelled photos (a CSV path,label or class folders), fit a
+    profile and write it to `out`. Returns the profile as written."""
+    from edge_runtime.bench import label_indices, labelled_images
+    from edge_runtime.classifier import Classifier
+    from edge_runtime.preprocess import open_rgb
+
+    out, data = Path(out), Path(data)
+    if min_recall is not None and not 0.0 < min_recall <= 1.0:  # before running every photo
+        raise EdgeRuntimeError(f"--min-recall {min_recall} is not a recall; pass a value in (0, 1], e.g. 0.7")
+    if out.suffix != ".json":
+        raise EdgeRuntimeError(f"--out {out} should be a .json file, e.g. {out.with_suffix('.json').name}")
+    if not out.parent.is_dir():
+        raise EdgeRuntimeError(f"--out {out}: folder {out.parent} does not exist; create it first")
+    clf = Classifier.load(model, threads, verify)
+    items = labelled_images(data)
+    targets = label_indices(clf, items, data)
+    logits = np.stack([clf.raw(open_rgb(path), with_cam=False)[0] for path, _ in items]).astype(np.float64)
+    profile = fit_profile(logits, targets, clf.artifact.card, min_recall, site or data.stem, str(data))
+    return json.loads(write_profile(out, profile, clf.artifact.path.name, clf.artifact.sha256).read_text())
