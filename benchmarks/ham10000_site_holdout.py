@@ -17,24 +17,11 @@ import shutil
 import sys
 from pathlib import Path
 
-from edgeskin.benchmark.ablation import AblationConfig, Lever
-from edgeskin.benchmark.holdout import HEAD_NECK, run_holdout
+from edgeskin.benchmark.holdout import HEAD_NECK, HOLDOUT_LEVERS as LEVERS, holdout_config, run_holdout
 from edgeskin.errors import EdgeskinError
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parent.parent / "shared" / "data" / "HAM10000"
-BSM = {"loss": "balanced_softmax"}
-SOG = {**BSM, "color_constancy": "shades_of_gray"}
-LEVERS = (
-    Lever("balanced-softmax", "objective", BSM),
-    # The robustness lever: does colour constancy narrow the gap to unseen sites?
-    Lever("shades-of-gray", "robustness", SOG),
-    Lever("sog+2x-epochs", "training length", {**SOG, "epochs": 12}),
-    # The ablation's winning levers: does distillation's gain, and the melanoma operating point
-    # fitted on validation (in-distribution sites only), carry over to sites never seen?
-    Lever("sog+2x+distill", "distillation", {**SOG, "epochs": 12}, teacher="sog+2x-epochs"),
-    Lever("sog+2x+distill+mel-op", "operating point", post="min_recall=0.7", reuse="sog+2x+distill"),
-)
 
 
 def main() -> int:
@@ -52,9 +39,7 @@ def main() -> int:
         print(f"unknown rows {unknown}; choose from {[lv.name for lv in LEVERS]}", file=sys.stderr)
         return 2
     sites = tuple(s.strip() for s in args.sites.split(",") if s.strip())
-    cfg = AblationConfig(data=args.data, recipe="ham-edge-int8", levers=tuple(lv for lv in LEVERS if lv.name in wanted),
-                         seeds=tuple(int(s) for s in args.seeds.split(",")),
-                         base={"input_size": (96, 128), "epochs": args.epochs, "patience": 99}, out=args.out)
+    cfg = holdout_config(args.data, wanted, tuple(int(s) for s in args.seeds.split(",")), args.epochs, args.out)
     try:
         report = run_holdout(cfg, lambda s: s.site in sites, f"body sites {', '.join(sites)}")
     except EdgeskinError as e:

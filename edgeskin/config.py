@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from edge_runtime.preprocess import CONSTANCY
+from edge_runtime.site import valid_recall
 
 from edgeskin.errors import EdgeskinError
 
@@ -155,7 +156,7 @@ class ExportConfig:
     def __post_init__(self) -> None:
         if self.int8_from not in ("qat", "fp32"):
             raise EdgeskinError(f"unknown --int8-from {self.int8_from!r}; choose one of ['fp32', 'qat']")
-        if self.min_recall is not None and not 0.0 < self.min_recall <= 1.0:
+        if self.min_recall is not None and not valid_recall(self.min_recall):
             raise EdgeskinError(f"--min-recall {self.min_recall}: a recall is in (0, 1], e.g. --min-recall 0.7")
 
 

@@ -75,6 +75,25 @@ def test_profile_is_refused_for_another_model_or_when_it_is_not_one(tmp_path):
         read_profile(bad, "a.tflite", "a" * 64, 3)
 
 
+def test_cross_fitted_site_profile_restores_what_the_card_promised_on_a_shifted_site():
+    """The benchmark's step 2 (edgeskin.benchmark.site_refit.cross_fit): thresholds fitted on one
+    half of a shifted site's lesions decide the other half better than the card's."""
+    from edgeskin.benchmark.site_refit import cross_fit
+
+    val_z, val_y = _site(seed=1, shift=0.0)
+    fitted = fit_profile(val_z, val_y, {**CARD, "operating_point": None}, 0.7, "training sites", "val")
+    card = {**CARD, "operating_point": fitted["operating_point"],
+            "calibration": {"temperature": 1.5, "refer_sensitivity": 0.9,
+                            "refer_at_risk": fitted["calibration"]["refer_at_risk"]}}
+    z, y = _site(seed=2, n=600, shift=1.5)
+    lesions = np.arange(len(y)) // 2  # two photos per lesion: a lesion never straddles the halves
+    r = cross_fit(z, y, lesions, card, seed=0)
+    assert r["card"]["mel_recall"] < 0.6 <= r["site"]["mel_recall"]
+    assert r["card"]["malignant_referred"] < 0.85 <= r["site"]["malignant_referred"]
+    # The card's thresholds do not depend on the halves: every image decided once gives the whole-site figure.
+    assert r["card"]["mel_recall"] == pytest.approx(_recall(z + card["operating_point"]["offsets"], y))
+
+
 @pytest.fixture(scope="module")
 def site_csv(synth_root, tmp_path_factory):
     """The synthetic images as a clinic's labelled photos: a CSV with path,label."""

@@ -23,6 +23,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 from edge_runtime.preprocess import color_constancy
+from edge_runtime.site import valid_recall
 
 from edgeskin.benchmark.ablation_report import render_markdown
 from edgeskin.card import ModelCard
@@ -68,7 +69,7 @@ def _min_recall(post: str | None) -> float | None:
         r = float(value) if name == "min_recall" else None
     except ValueError:
         return None
-    return r if r is not None and 0.0 < r <= 1.0 else None
+    return r if r is not None and valid_recall(r) else None
 
 
 @dataclass(frozen=True)

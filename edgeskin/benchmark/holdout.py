@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from edgeskin.benchmark.ablation import (AblationConfig, Scored, paired_bootstrap, run_ablation, run_images,
+from edgeskin.benchmark.ablation import (AblationConfig, Lever, Scored, paired_bootstrap, run_ablation, run_images,
                                          score_run, seed_row)
 from edgeskin.card import ModelCard
 from edgeskin.config import recipe_config
@@ -32,6 +32,24 @@ HEAD_NECK = ("face", "scalp", "ear", "neck")
 HELD_FILE = "held_out.json"
 PARTS = ("in_distribution", "held_out")
 MEAN_KEYS = ("balanced_accuracy", "mel_recall", "mel_auc", "auc_macro")
+BSM = {"loss": "balanced_softmax"}
+SOG = {**BSM, "color_constancy": "shades_of_gray"}
+HOLDOUT_LEVERS = (
+    Lever("balanced-softmax", "objective", BSM),
+    # The robustness lever: does colour constancy narrow the gap to unseen sites?
+    Lever("shades-of-gray", "robustness", SOG),
+    Lever("sog+2x-epochs", "training length", {**SOG, "epochs": 12}),
+    # The ablation's winning levers: does distillation's gain, and the melanoma operating point
+    # fitted on validation (in-distribution sites only), carry over to sites never seen?
+    Lever("sog+2x+distill", "distillation", {**SOG, "epochs": 12}, teacher="sog+2x-epochs"),
+    Lever("sog+2x+distill+mel-op", "operating point", post="min_recall=0.7", reuse="sog+2x+distill"),
+)
+
+
+def holdout_config(data: str, rows: list[str], seeds: tuple[int, ...], epochs: int, out: str) -> AblationConfig:
+    """The holdout benchmark's rows, on the ablation's recipe, input size and length."""
+    return AblationConfig(data=data, recipe="ham-edge-int8", levers=tuple(lv for lv in HOLDOUT_LEVERS if lv.name in rows),
+                          seeds=seeds, base={"input_size": (96, 128), "epochs": epochs, "patience": 99}, out=out)
 
 
 def holdout_manifest(cfg: AblationConfig, held_of: Callable[[Sample], bool], what: str) -> Path:

@@ -98,3 +98,17 @@ def operating_point(logits: np.ndarray, targets: np.ndarray, labels, positive: s
                 "balanced_accuracy": round(balanced_accuracy(targets, pred), 4)}
     return {"label": positive, "min_recall": min_recall, "offsets": [round(float(o), 6) for o in offsets],
             "validation_before": at(0.0), "validation_after": at(offsets), "fitted_on": source}
+
+
+def device_thresholds(card, logits: np.ndarray, targets: np.ndarray, min_recall: float | None, source: str):
+    """`card` (a ModelCard) + what a device decides by, fitted on validation logits: an operating
+    point when `min_recall` is given, then the calibration on the offset logits, and the malignant
+    classes (cards from before they were recorded lack them)."""
+    from edgeskin.data.records import MALIGNANT
+
+    point = None if min_recall is None else operating_point(logits, targets, card.labels, card.positive_label,
+                                                             min_recall, source)
+    offset = np.asarray(point["offsets"]) if point else 0.0
+    malignant = card.malignant_labels or tuple(k for k in card.labels if k in MALIGNANT or k == "malignant")
+    fitted = calibration(logits + offset, targets, [card.labels.index(k) for k in malignant], source)
+    return card.replace(calibration=fitted, malignant_labels=malignant, operating_point=point)

@@ -97,19 +97,13 @@ def _device_card(card: ModelCard, source: torch.nn.Module, val,
     temperature and uncertainty threshold fitted on the validation split (on the offset logits the
     device will decide from), + the malignant classes (cards from before they were recorded lack
     them). Returns the source's raw validation logits, which the exported file must reproduce."""
-    from edgeskin.data.records import MALIGNANT
-    from edgeskin.export.calibrate import calibration, operating_point
+    from edgeskin.export.calibrate import device_thresholds
     from edgeskin.predict import predict_logits
 
     pre = card.preprocessing
     logits = predict_logits(source, val.pixels, pre.mean, pre.std, torch.device("cpu"))
     source_name = f"validation split ({len(val.targets)} images), torch source model"
-    point = None if min_recall is None else operating_point(logits, val.targets, card.labels, card.positive_label,
-                                                             min_recall, source_name)
-    offset = np.asarray(point["offsets"]) if point else 0.0
-    malignant = card.malignant_labels or tuple(k for k in card.labels if k in MALIGNANT or k == "malignant")
-    fitted = calibration(logits + offset, val.targets, [card.labels.index(k) for k in malignant], source_name)
-    return card.replace(calibration=fitted, malignant_labels=malignant, operating_point=point), logits
+    return device_thresholds(card, logits, val.targets, min_recall, source_name), logits
 
 
 def _calibration(data, split, card: ModelCard, n: int):

@@ -33,6 +33,16 @@ PROFILE_VERSION = 1
 MIN_POSITIVES = 10  # fewer positive photos give a recall in steps of more than 10 points
 
 
+def valid_recall(value: float) -> bool:
+    """A recall target (`--min-recall`, the ablation's min_recall=R): in (0, 1]."""
+    return 0.0 < value <= 1.0
+
+
+def check_min_recall(value: float | None) -> None:
+    if value is not None and not valid_recall(value):
+        raise EdgeRuntimeError(f"--min-recall {value} is not a recall; pass a value in (0, 1], e.g. 0.7")
+
+
 def recall_offset(logits: np.ndarray, targets: np.ndarray, k: int, min_recall: float) -> float:
     """Smallest offset added to logit k that makes class k's recall reach min_recall. Exact, no
     grid: positive image i is predicted k once the offset exceeds its margin max_j z_ij - z_ik."""
@@ -82,8 +92,7 @@ def fit_profile(logits: np.ndarray, targets: np.ndarray, card: dict, min_recall:
     offsets = np.asarray(card_point.get("offsets") or [0.0] * len(labels), np.float64)
     point = None
     if min_recall is not None:
-        if not 0.0 < min_recall <= 1.0:
-            raise EdgeRuntimeError(f"--min-recall {min_recall} is not a recall; pass a value in (0, 1], e.g. 0.7")
+        check_min_recall(min_recall)
         card_offsets = offsets
         offsets = np.zeros(len(labels))
         offsets[k] = recall_offset(logits, targets, k, min_recall)
@@ -150,8 +159,7 @@ def calibrate(model, data, out, min_recall: float | None = None, site: str | Non
     from edge_runtime.preprocess import open_rgb
 
     out, data = Path(out), Path(data)
-    if min_recall is not None and not 0.0 < min_recall <= 1.0:  # before running every photo
-        raise EdgeRuntimeError(f"--min-recall {min_recall} is not a recall; pass a value in (0, 1], e.g. 0.7")
+    check_min_recall(min_recall)  # before running every photo
     if out.suffix != ".json":
         raise EdgeRuntimeError(f"--out {out} should be a .json file, e.g. {out.with_suffix('.json').name}")
     if not out.parent.is_dir():
