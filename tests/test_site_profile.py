@@ -48,6 +48,9 @@ def test_profile_restores_the_target_recall_and_referral_sensitivity_at_the_site
     risk = (e[:, :2].sum(1) / e.sum(1))[np.isin(y, [0, 1])]
     t = p["calibration"]["refer_at_risk"]
     assert np.mean(risk >= t) >= 0.9 > np.mean(risk >= t + 1e-3)
+    assert p["site_referred"]["malignant"] == round(float(np.mean(risk >= t)), 4)
+    all_risk = e[:, :2].sum(1) / e.sum(1)
+    assert p["site_referred"]["benign"] == round(float(np.mean(all_risk[y == 2] >= t)), 4)
     assert p["calibration"]["card_refer_at_risk"] == 0.3 and p["counts"] == {k: int(np.sum(y == i))
                                                                            for i, k in enumerate(LABELS)}
 

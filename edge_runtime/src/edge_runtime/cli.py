@@ -85,9 +85,11 @@ def _calibrate(args) -> None:
               f"{before['balanced_accuracy']:.3f} -> {after['balanced_accuracy']:.3f}")
     if cal["refer_at_risk"] is not None:
         card_refer = cal["card_refer_at_risk"]
+        referred = p["site_referred"]
+        benign = "" if referred["benign"] is None else f" and {referred['benign']:.0%} of its benign ones"
         print(f"  refer at malignant risk >= {cal['refer_at_risk']:.0%} (card: "
-              f"{'none' if card_refer is None else format(card_refer, '.0%')}), to refer "
-              f"{cal['refer_sensitivity']:.0%} of this site's malignant photos")
+              f"{'none' if card_refer is None else format(card_refer, '.0%')}): refers "
+              f"{referred['malignant']:.0%} of this site's malignant photos{benign}")
     print(f"  in-sample figures; use it with: edge_runtime predict {args.model} IMAGE --site {args.out}")
 
 

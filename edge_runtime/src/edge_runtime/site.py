@@ -102,14 +102,19 @@ def fit_profile(logits: np.ndarray, targets: np.ndarray, card: dict, min_recall:
     cal = card.get("calibration") or {}
     sensitivity = float(cal.get("refer_sensitivity") or 0.9)
     malignant = [labels.index(m) for m in card.get("malignant_labels") or [] if m in labels]
-    refer = None
-    if malignant:
-        probs = softmax(logits + offsets, float(cal.get("temperature") or 1.0))
-        refer = risk_threshold(probs[:, malignant].sum(1)[np.isin(targets, malignant)], sensitivity)
+    refer, referred = None, None
+    is_malignant = np.isin(targets, malignant)
+    if malignant and is_malignant.any():
+        risk = softmax(logits + offsets, float(cal.get("temperature") or 1.0))[:, malignant].sum(1)
+        refer = risk_threshold(risk[is_malignant], sensitivity)
+        # What that sensitivity costs here: a model that cannot tell this site's lesions apart
+        # refers nearly every benign one too, and the clinic should know before relying on it.
+        referred = {"malignant": round(float(np.mean(risk[is_malignant] >= refer)), 4),
+                    "benign": None if is_malignant.all() else round(float(np.mean(risk[~is_malignant] >= refer)), 4)}
     return {"kind": PROFILE_KIND, "version": PROFILE_VERSION, "site": site, "fitted_on": source,
             "n_images": int(len(targets)), "counts": counts, "operating_point": point,
             "calibration": {"refer_at_risk": refer, "refer_sensitivity": sensitivity, "card_refer_at_risk":
-                            cal.get("refer_at_risk")},
+                            cal.get("refer_at_risk")}, "site_referred": referred,
             "note": "thresholds fitted on these photos; the site_* figures are in-sample"}
 
 
