@@ -15,7 +15,8 @@ from edgeskin.config import TrainConfig
 from edgeskin.data.bundle import LabelledImages
 from edgeskin.evaluate.metrics import quick_metrics
 from edgeskin.predict import predict_logits, softmax
-from edgeskin.train.engine import epoch_seed, lr_at, make_loader, make_loss, seed_everything, train_epoch
+from edgeskin.train.engine import (epoch_seed, lr_at, make_loader, make_loss, make_scaler, seed_everything,
+                                   train_epoch)
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ def finetune(model, setup: FineTuneSetup, lr: float, set_mode: Callable[[torch.n
     loss_fn = make_loss(cfg, train_y, n_classes, device)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr,
                             weight_decay=tcfg.weight_decay)
-    scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda")
+    scaler = make_scaler(device)
     mean_t, std_t = torch.tensor(mean, device=device), torch.tensor(std, device=device)
     best, best_state = {"balanced_accuracy": -1.0}, None
     for epoch in range(epochs):

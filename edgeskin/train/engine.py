@@ -132,6 +132,13 @@ def make_mixer(cfg: TrainConfig, n_classes: int) -> Callable | None:
     return mix
 
 
+def make_scaler(device: torch.device) -> torch.amp.GradScaler:
+    """Loss scaling only for fp16 autocast, whose small gradients underflow. bf16 has fp32's
+    exponent range and needs none (torch AMP docs, "Gradient Scaling"); a disabled scaler's
+    scale/step/update are plain backward/step."""
+    return torch.amp.GradScaler(device.type, enabled=amp_dtype(device) == torch.float16)
+
+
 def train_epoch(model, loader, opt, loss_fn, scaler, lr_fn: Callable[[int], float], mean, std, device,
                 desc: str, after_step: Callable[[], None] | None = None, mix: Callable | None = None,
                 distill: Callable | None = None) -> float:

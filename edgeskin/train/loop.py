@@ -31,7 +31,7 @@ from edgeskin.models import CAM_LAYER, build_model
 from edgeskin.models.factory import count_params
 from edgeskin.predict import describe_device, predict_logits, resolve_device, softmax
 from edgeskin.train import checkpoint as ckpt
-from edgeskin.train.engine import (epoch_seed, lr_at, make_loader, make_loss, make_mixer, seed_everything,
+from edgeskin.train.engine import (epoch_seed, lr_at, make_loader, make_loss, make_mixer, make_scaler, seed_everything,
                                    train_epoch)
 
 
@@ -106,7 +106,7 @@ def train(cfg: TrainConfig | None = None, resume: str | Path | None = None) -> T
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda")
+    scaler = make_scaler(device)
     n_classes = len(data.task.labels)
     loss_fn = make_loss(cfg, data.targets[train_idx], n_classes, device)
     mix = make_mixer(cfg, n_classes)
