@@ -158,6 +158,8 @@ def _served_with_profile(model, prof, photo, sited):
     srv = make_server(model, "127.0.0.1", 0, threads=1, site=prof)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     try:
+        page = urllib.request.urlopen(f"http://127.0.0.1:{srv.server_address[1]}/", timeout=60).read().decode()
+        assert "thresholds of site clinic-b" in page  # the clinician sees which thresholds decide
         req = urllib.request.Request(f"http://127.0.0.1:{srv.server_address[1]}/predict",
                                      data=open(photo, "rb").read(), method="POST")
         answer = json.loads(urllib.request.urlopen(req, timeout=60).read())

@@ -10,6 +10,7 @@ is not thread-safe.
 from __future__ import annotations
 
 import base64
+import html
 import io
 import json
 import threading
@@ -27,7 +28,8 @@ MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 def make_handler(clf: Classifier):
     lock = threading.Lock()
     page = (resources.files("edge_runtime") / "static" / "index.html").read_text(encoding="utf-8")
-    page = page.replace("{{DISCLAIMER}}", DISCLAIMER).replace("{{MODEL}}", clf.artifact.path.name)
+    model = clf.artifact.path.name + ("" if clf.site is None else f", thresholds of site {clf.site['site']}")
+    page = page.replace("{{DISCLAIMER}}", DISCLAIMER).replace("{{MODEL}}", html.escape(model))
 
     class Handler(BaseHTTPRequestHandler):
         server_version = "edge_runtime"
