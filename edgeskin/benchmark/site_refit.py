@@ -15,6 +15,7 @@ validated on), for each run:
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,18 +39,35 @@ from edgeskin.predict import predict_logits, resolve_device
 SETTINGS = ("card", "site")
 
 
-def _logits(run_dir: Path, manifest: Path, device: torch.device) -> dict[str, Any]:
+@dataclass(frozen=True)
+class RunLogits:
+    card: ModelCard
+    samples: tuple  # every image of the run's data; the indices below point into it
+    val_logits: np.ndarray
+    val_y: np.ndarray
+    test_idx: np.ndarray
+    test_logits: np.ndarray
+    test_y: np.ndarray
+
+
+def _logits(run_dir: Path, manifest: Path, device: torch.device) -> RunLogits:
     card = ModelCard.load(run_dir)
     model = load_run_model(run_dir, card, device)
     images = run_images(run_dir, card, manifest)
     pre = card.preprocessing
-    out = {"card": card, "samples": images.data.samples}
-    for part in ("val", "test"):
-        idx = images.split.indices(part)
+
+    def part(name: str):
+        idx = images.split.indices(name)
         px = color_constancy(images.data.pixels[idx], pre.color_constancy)
-        out[part] = (idx, predict_logits(model, px, pre.mean, pre.std, device).astype(np.float64),
-                     images.data.targets[idx])
-    return out
+        return idx, predict_logits(model, px, pre.mean, pre.std, device).astype(np.float64), images.data.targets[idx]
+    _, val_logits, val_y = part("val")
+    return RunLogits(card, images.data.samples, val_logits, val_y, *part("test"))
+
+
+def _classes(card: dict) -> tuple[int, list[int]]:
+    """The positive class's index and the malignant classes' indices of a card dict."""
+    labels = list(card["labels"])
+    return labels.index(card["positive_label"]), [labels.index(m) for m in card["malignant_labels"]]
 
 
 def card_thresholds(card: ModelCard, val_logits: np.ndarray, val_y: np.ndarray, min_recall: float) -> dict:
@@ -72,7 +90,7 @@ def _metrics(y, pred, referred, k, malignant) -> dict[str, float]:
 def cross_fit(logits: np.ndarray, y: np.ndarray, lesions: np.ndarray, card: dict, seed: int) -> dict[str, dict]:
     """Step 2: the site's images decided with the card's thresholds and with a site profile fitted
     on the other half of the site's lesions (halves stratified by class)."""
-    k, malignant = card["labels"].index(card["positive_label"]), [card["labels"].index(m) for m in card["malignant_labels"]]
+    k, malignant = _classes(card)
     decided = {name: {"pred": np.full(len(y), -1), "referred": np.zeros(len(y), bool)} for name in SETTINGS}
     folds = StratifiedGroupKFold(n_splits=2, shuffle=True, random_state=seed).split(logits, y, lesions)
     for fit, apply in folds:
@@ -87,12 +105,12 @@ def cross_fit(logits: np.ndarray, y: np.ndarray, lesions: np.ndarray, card: dict
 
 def refit_seed(run_dir: Path, manifest: Path, held_ids: set[str], min_recall: float, seed: int,
                device: torch.device) -> dict[str, Any]:
-    s = _logits(run_dir, manifest, device)
-    card = card_thresholds(s["card"], s["val"][1], s["val"][2], min_recall)
-    idx, logits, y = s["test"]
-    held = np.array([s["samples"][i].image_id in held_ids for i in idx])
-    lesions = np.array([s["samples"][i].lesion_id for i in idx[held]])
-    k, malignant = card["labels"].index(card["positive_label"]), [card["labels"].index(m) for m in card["malignant_labels"]]
+    r = _logits(run_dir, manifest, device)
+    card = card_thresholds(r.card, r.val_logits, r.val_y, min_recall)
+    logits, y = r.test_logits, r.test_y
+    held = np.array([r.samples[i].image_id in held_ids for i in r.test_idx])
+    lesions = np.array([r.samples[i].lesion_id for i in r.test_idx[held]])
+    k, malignant = _classes(card)
     home = _decide(logits[~held], card["operating_point"]["offsets"], card["calibration"], malignant)
     return {"n": int(held.sum()), "mel": int(np.sum(y[held] == k)), "malignant": int(np.isin(y[held], malignant).sum()),
             "card_at_training_sites": _metrics(y[~held], home["pred"], home["referred"], k, malignant),

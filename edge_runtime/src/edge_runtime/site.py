@@ -81,7 +81,7 @@ def fit_profile(logits: np.ndarray, targets: np.ndarray, card: dict, min_recall:
     """A site profile from raw logits (before the card's offsets) of labelled photos."""
     labels = list(card["labels"])
     card_point = card.get("operating_point") or {}
-    positive = card_point.get("label") or card.get("positive_label") or labels[0]
+    positive = card_point.get("label") or card["positive_label"]
     k = labels.index(positive)
     counts = {lab: int(np.sum(targets == i)) for i, lab in enumerate(labels)}
     if counts[positive] < MIN_POSITIVES:
@@ -118,8 +118,9 @@ def fit_profile(logits: np.ndarray, targets: np.ndarray, card: dict, min_recall:
             "note": "thresholds fitted on these photos; the site_* figures are in-sample"}
 
 
-def write_profile(path: Path, profile: dict, model_file: str, sha256: str) -> Path:
-    """Bind the profile to the model's SHA-256 and write it atomically (never half-written)."""
+def write_profile(path: Path, profile: dict, model_file: str, sha256: str) -> dict:
+    """Bind the profile to the model's SHA-256 and write it atomically (never half-written);
+    returns the profile as written."""
     path = Path(path)
     body = {**profile, "model": {"file": model_file, "sha256": sha256}}
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent if str(path.parent) else ".")
@@ -130,7 +131,7 @@ def write_profile(path: Path, profile: dict, model_file: str, sha256: str) -> Pa
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return path
+    return body
 
 
 def read_profile(path, model_name: str, sha256: str, n_labels: int) -> dict:
@@ -174,4 +175,4 @@ def calibrate(model, data, out, min_recall: float | None = None, site: str | Non
     targets = label_indices(clf, items, data)
     logits = np.stack([clf.raw(open_rgb(path), with_cam=False)[0] for path, _ in items]).astype(np.float64)
     profile = fit_profile(logits, targets, clf.artifact.card, min_recall, site or data.stem, str(data))
-    return json.loads(write_profile(out, profile, clf.artifact.path.name, clf.artifact.sha256).read_text())
+    return write_profile(out, profile, clf.artifact.path.name, clf.artifact.sha256)
