@@ -179,6 +179,11 @@ def test_calibrate_bad_input_is_one_line_and_writes_nothing(exported_tiny, site_
     odd = tmp_path / "odd.csv"
     odd.write_text(f"path,label\n{next(csv.DictReader(open(site_csv)))['path']},melanoma\n")
     assert "['melanoma'] are not classes" in one_line_error(run_edge("calibrate", model, "--data", odd, "--out", prof))
+    empty = tmp_path / "empty.csv"
+    empty.write_text("path,label\n")
+    assert "empty.csv lists no images" in one_line_error(run_edge("calibrate", model, "--data", empty, "--out", prof))
+    assert "should be a .json file" in one_line_error(run_edge("calibrate", model, "--data", site_csv, "--out",
+                                                               tmp_path / "p.txt"))
     missing = tmp_path / "no" / "p.json"
     assert "does not exist" in one_line_error(run_edge("calibrate", model, "--data", site_csv, "--out", missing))
     assert not prof.exists() and not list(tmp_path.glob(".p.json*"))

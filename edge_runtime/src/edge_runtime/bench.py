@@ -64,8 +64,9 @@ def labelled_images(data: Path) -> list[tuple[Path, str]]:
     """A CSV with `path,label` columns (paths relative to it), or a folder of class folders."""
     if data.is_file():
         with open(data, newline="") as f:
-            rows = list(csv.DictReader(f))
-        if not rows or not {"path", "label"} <= set(rows[0]):
+            reader = csv.DictReader(f)
+            rows = list(reader)
+        if not {"path", "label"} <= set(reader.fieldnames or ()):
             raise EdgeRuntimeError(f"{data} needs a header with `path` and `label` columns")
         return [((data.parent / r["path"]), r["label"]) for r in rows]
     if data.is_dir():
