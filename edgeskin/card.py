@@ -70,6 +70,9 @@ class ModelCard:
     # Set by `export --min-recall`: logit offsets (one per label) a device adds before the softmax,
     # so the positive class reaches a chosen validation recall (edgeskin.export.calibrate).
     operating_point: dict[str, Any] | None = None
+    # Set by `train --clinical`: a prior on the logits from the patient's age, sex and body site
+    # (edge_runtime.clinical.ClinicalPrior), which the device adds before offsets and softmax.
+    clinical: dict[str, Any] | None = None
     schema: int = SCHEMA_VERSION
     edgeskin_version: str = __version__
 

@@ -42,6 +42,8 @@ class TrainConfig:
     teacher: tuple[str, ...] = ()  # finished runs whose ensemble is distilled into this one
     distill_alpha: float = 0.5  # weight of the distillation term (the labels get 1 - alpha)
     distill_temperature: float = 2.0
+    # Fit a prior from age, sex and body site (edgeskin.train.clinical) after training; the card carries it
+    clinical: bool = False
     drop_rate: float = 0.2
     patience: int = 8  # early stopping on validation balanced accuracy
     seed: int = 0

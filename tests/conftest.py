@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,3 +91,36 @@ def run_edge(*args: str, check: bool = False) -> subprocess.CompletedProcess:
     if check and proc.returncode != 0:
         raise AssertionError(f"edge_runtime {' '.join(map(str, args))} failed:\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+@pytest.fixture(scope="session")
+def clinical_model(synth_root, tmp_path_factory) -> dict:
+    """A tiny run trained with --clinical on a CSV whose body site mostly follows the label, then
+    exported to a fp32 .tflite: the real train -> card -> export -> device path."""
+    pytest.importorskip("ai_edge_litert", reason="the export extra is not installed")
+    tmp = tmp_path_factory.mktemp("clinical")
+    from edgeskin.data.records import HAM_LABELS
+
+    rng = np.random.default_rng(0)
+    with open(synth_root / "synthetic_metadata.csv", newline="") as f:
+        meta = list(csv.DictReader(f))
+    sites = {k: s for k, s in zip(HAM_LABELS, ("face", "back", "trunk", "foot", "back", "trunk", "face"))}
+    rows = []
+    for r in meta:
+        site = sites[r["dx"]] if rng.random() < 0.8 else str(rng.choice(["back", "face", "foot", "trunk"]))
+        rows.append({"path": str(synth_root / "images" / f"{r['image_id']}.jpg"), "label": r["dx"],
+                     "lesion_id": r["lesion_id"], "age": "" if rng.random() < 0.1 else str(int(rng.integers(20, 85))),
+                     "sex": str(rng.choice(["female", "male"])), "site": site})
+    manifest = tmp / "clinic.csv"
+    with open(manifest, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    run_cli("train", "--data", manifest, "--backbone", "edgeskin_cnn_s", "--input-size", "32x48", "--epochs", "2",
+            "--batch-size", "16", "--device", "cpu", "--clinical", "--project", tmp / "runs", "--name", "c",
+            check=True)
+    run = tmp / "runs" / "c"
+    run_cli("export", run, "--target", "tflite", "--precision", "fp32", "--min-recall", "0.5", "--allow-degraded",
+            check=True)
+    tflite = next((run / "export").glob("*.tflite"))
+    return {"run": run, "tflite": tflite, "manifest": manifest, "rows": rows}

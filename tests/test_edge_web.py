@@ -93,3 +93,33 @@ def test_oversized_upload_is_refused(server):
     with pytest.raises(urllib.error.HTTPError) as err:
         urllib.request.urlopen(request, timeout=30)
     assert err.value.code == 413 and "limit" in err.value.read().decode()
+
+
+def test_patient_fields_are_offered_only_for_a_clinical_model_and_sent(server, browser, clinical_model):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    from edge_runtime import Classifier, Context
+    from edge_runtime.server import make_server
+
+    browser.get(server)  # the plain model's page asks for no context it would ignore
+    assert browser.find_elements(By.ID, "site") == []
+    srv = make_server(clinical_model["tflite"], "127.0.0.1", 0, threads=1)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        row = clinical_model["rows"][2]
+        browser.get(f"http://127.0.0.1:{srv.server_address[1]}")
+        browser.find_element(By.ID, "age").send_keys("67")
+        Select(browser.find_element(By.ID, "sex")).select_by_value("male")
+        Select(browser.find_element(By.ID, "site")).select_by_value("foot")
+        browser.find_element(By.ID, "photo").send_keys(row["path"])
+        _wait_for(browser, "label")
+        clf = Classifier.load(clinical_model["tflite"])
+        expected = clf.predict(row["path"], context=Context(67.0, "male", "foot"))
+        without = clf.predict(row["path"])
+        assert expected.confidence != pytest.approx(without.confidence, abs=1e-3)  # the fields matter here
+        shown = browser.find_element(By.ID, "confidence").text
+        assert abs(float(shown[:-1]) - 100 * expected.confidence) <= 0.055 + 1e-9
+    finally:
+        srv.shutdown()
+        srv.server_close()

@@ -3,7 +3,8 @@
 Steps: 1. one lesion-grouped split manifest for every run; 2. train each (row, seed) that has no
 finished run yet (a killed ablation resumes where it stopped); 3. score each run's best weights
 on the test split, applying a row's inference-time lever (post-hoc logit adjustment tuned on
-validation only, or flip TTA); 4. write ablation.json + ablation.md after every run, so a
+validation only, flip TTA, the melanoma operating point, or the clinical-context prior fitted on
+the training split's age, sex and body site, its weight picked on validation); 4. write ablation.json + ablation.md after every run, so a
 partial table is never lost.
 
 Seed means come with a paired bootstrap: the same resampled test images for every seed, so the
@@ -40,7 +41,8 @@ from edgeskin.fileio import atomic_path, sha256_file, write_json, write_text
 from edgeskin.train.checkpoint import CONFIG, LAST
 from edgeskin.predict import describe_device, predict_logits, resolve_device, softmax
 
-POST_LEVERS = ("logit_adjust", "tta", "min_recall=R")  # R: a recall in (0, 1], e.g. min_recall=0.7
+# clinical_unrecorded: the same prior when the device is given no context (what skipping the fields costs)
+POST_LEVERS = ("logit_adjust", "tta", "clinical", "clinical_unrecorded", "min_recall=R")  # R: a recall in (0, 1], e.g. min_recall=0.7
 SCORE_VERSION = 1  # bump when scoring changes (shifts, TTA, tau grid): cached scores are then redone
 TAU_GRID = tuple(np.round(np.arange(0.0, 2.01, 0.25), 2))
 
@@ -218,7 +220,32 @@ def _probabilities(run_dir: Path, post: str | None, device: torch.device, manife
         offsets = np.asarray(point["offsets"])
         extra["offset"] = float(offsets.max())
         return RowModel(card, data, split, lambda px: softmax(logits(px) + offsets), extra)
+    if post in ("clinical", "clinical_unrecorded"):
+        return _clinical_row(card, data, split, logits, extra, recorded=post == "clinical")
     return RowModel(card, data, split, lambda px: softmax(logits(px)), extra)
+
+
+def _clinical_row(card: ModelCard, data: LabelledImages, split: Split, logits, extra: dict,
+                  recorded: bool) -> RowModel:
+    """The clinical-context prior `edgeskin train --clinical` fits (edgeskin.train.clinical), added
+    to the test images' logits: with their recorded context, or with none (`recorded` False).
+    Context is per image, so it scores the test split only, in order."""
+    from edgeskin.train.clinical import context_logits, fit_clinical_prior
+
+    part = {name: split.indices(name) for name in ("train", "val", "test")}
+    samples = {name: [data.samples[i] for i in idx] for name, idx in part.items()}
+    val = part["val"]
+    fit = fit_clinical_prior(samples["train"], data.targets[part["train"]], len(card.labels),
+                             samples["val"], data.targets[val], logits(data.pixels[val]))
+    extra["clinical_scale"] = fit.prior.scale
+    test = samples["test"] if recorded else [replace(s, age=None, sex=None, site=None) for s in samples["test"]]
+    added = context_logits(fit.prior, test)
+
+    def probs_of(px: np.ndarray) -> np.ndarray:
+        if len(px) != len(added):
+            raise EdgeskinError("the clinical lever scores the test split (its context is per image)")
+        return softmax(logits(px) + added)
+    return RowModel(card, data, split, probs_of, extra)
 
 
 def score_run(run_dir: Path, post: str | None, device: torch.device, manifest: Path) -> Scored:

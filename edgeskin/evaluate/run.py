@@ -87,8 +87,15 @@ def evaluate(cfg: EvalConfig) -> EvalResult:
         raise EdgeskinError(f"no images to evaluate in {name}; check --split or --data")
     if data.source.synthetic:
         title += " (SYNTHETIC images)"
-    probs = softmax(predict_logits(model, data.pixels, card.preprocessing.mean, card.preprocessing.std, device,
-                                   cfg.batch_size))
+    logits = predict_logits(model, data.pixels, card.preprocessing.mean, card.preprocessing.std, device,
+                            cfg.batch_size)
+    if card.clinical:  # as the device decides: + the prior from each image's age, sex and body site
+        from edge_runtime.clinical import ClinicalPrior
+        from edgeskin.train.clinical import context_logits
+
+        logits = logits + context_logits(ClinicalPrior.from_dict(card.clinical), data.samples)
+        title += " + clinical prior"
+    probs = softmax(logits)
     metrics = classification_metrics(data.targets, probs, card.labels, card.positive_label, cfg.bootstrap)
     baseline = _majority_baseline(card, data.targets)
     out_dir = run_dir / "eval" / name

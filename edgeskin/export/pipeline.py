@@ -96,14 +96,22 @@ def _device_card(card: ModelCard, source: torch.nn.Module, val,
     """The card a device reads: + an operating point when `min_recall` is given, + softmax
     temperature and uncertainty threshold fitted on the validation split (on the offset logits the
     device will decide from), + the malignant classes (cards from before they were recorded lack
-    them). Returns the source's raw validation logits, which the exported file must reproduce."""
+    them). With a clinical prior in the card, all of these are fitted on logits + prior, as the
+    device decides. Returns the source's raw validation logits, which the exported file must reproduce."""
     from edgeskin.export.calibrate import device_thresholds
     from edgeskin.predict import predict_logits
 
     pre = card.preprocessing
     logits = predict_logits(source, val.pixels, pre.mean, pre.std, torch.device("cpu"))
     source_name = f"validation split ({len(val.targets)} images), torch source model"
-    return device_thresholds(card, logits, val.targets, min_recall, source_name), logits
+    decided = logits
+    if card.clinical:  # the device adds the context prior before anything else: fit on what it sees
+        from edge_runtime.clinical import ClinicalPrior
+        from edgeskin.train.clinical import context_logits
+
+        decided = logits + context_logits(ClinicalPrior.from_dict(card.clinical), val.samples)
+        source_name += " + clinical prior"
+    return device_thresholds(card, decided, val.targets, min_recall, source_name), logits
 
 
 def _calibration(data, split, card: ModelCard, n: int):

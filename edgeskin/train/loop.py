@@ -78,6 +78,10 @@ def prepare_data(cfg: TrainConfig) -> tuple[LabelledImages, Split]:
         split = make_split(data.samples, data.targets, data.digests, cfg.seed, cfg.val_fraction, cfg.test_fraction)
     if len(split.indices("train")) == 0 or len(split.indices("val")) == 0:
         raise EdgeskinError("the split has an empty train or val side; add images or check --split-manifest")
+    if cfg.clinical:
+        from edgeskin.train.clinical import check_context
+
+        check_context(cfg.data, [data.samples[i] for i in split.indices("train")])
     return data, split
 
 
@@ -175,6 +179,8 @@ def train(cfg: TrainConfig | None = None, resume: str | Path | None = None) -> T
         stop_reason = f"time budget of {cfg.max_minutes:g} min reached"
     # Step 6: the model card, describing the best weights.
     card = _write_card(cfg, run_dir, data, split, model, mean, std, state, describe_device(device))
+    if cfg.clinical:  # Step 7: the clinical-context prior, on the best weights' validation logits
+        card = _fit_clinical(card, run_dir, data, split, mean, std, device)
     print(f"edgeskin train: done ({stop_reason}); best val balanced accuracy {state['best_score']:.4f} "
           f"at epoch {state['best_epoch']}; card {run_dir / 'model_card.json'}")
     return TrainResult(run_dir, card, state["best_epoch"], state["epoch"], stop_reason)
@@ -187,6 +193,24 @@ def _distiller(cfg: TrainConfig, data: LabelledImages, split: Split, mean_t, std
 
     teachers = load_teachers(cfg, data.task.labels, data.samples, split, device)
     return Distiller(teachers, cfg.distill_alpha, cfg.distill_temperature, mean_t, std_t)
+
+
+def _fit_clinical(card: ModelCard, run_dir, data: LabelledImages, split: Split, mean, std, device) -> ModelCard:
+    from edgeskin.train.clinical import fit_clinical_prior
+
+    model = build_model(card.backbone, len(card.labels), card.head, card.preprocessing.input_size).to(device)
+    model.load_state_dict(ckpt.load_weights(run_dir))
+    tr, val = split.indices("train"), split.indices("val")
+    fit = fit_clinical_prior([data.samples[i] for i in tr], data.targets[tr], len(card.labels),
+                             [data.samples[i] for i in val], data.targets[val],
+                             predict_logits(model, data.pixels[val], mean, std, device))
+    scores = fit.val_balanced_accuracy
+    print(f"edgeskin train: clinical prior weight {fit.prior.scale:g}; val balanced accuracy "
+          f"{scores[0.0]:.4f} without it, {scores[fit.prior.scale]:.4f} with it")
+    card = card.replace(clinical={**fit.prior.to_dict(), "fitted_on": "training split (context), validation (weight)",
+                                  "val_balanced_accuracy": {f"{k:g}": v for k, v in scores.items()}})
+    card.save(run_dir)
+    return card
 
 
 def _write_card(cfg, run_dir, data, split, model, mean, std, state, hardware: str) -> ModelCard:

@@ -6,7 +6,8 @@ Pillow and a TFLite interpreter (ONNX Runtime optional). No torch, no TensorFlow
 """
 
 from edge_runtime.classifier import DISCLAIMER, Classifier, Prediction
+from edge_runtime.clinical import Context
 from edge_runtime.errors import EdgeRuntimeError
 
 __version__ = "0.1.0"
-__all__ = ["Classifier", "Prediction", "EdgeRuntimeError", "DISCLAIMER", "__version__"]
+__all__ = ["Classifier", "Context", "Prediction", "EdgeRuntimeError", "DISCLAIMER", "__version__"]

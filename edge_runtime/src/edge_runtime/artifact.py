@@ -65,11 +65,22 @@ class Artifact:
         return offsets
 
     @property
+    def clinical(self):
+        """The card's prior from age, sex and body site (edge_runtime.clinical), or None."""
+        from edge_runtime.clinical import ClinicalPrior
+
+        d = self.card.get("clinical")
+        return None if d is None else ClinicalPrior.from_dict(d)
+
+    @property
     def describe(self) -> dict[str, Any]:
         point = self.card.get("operating_point")
+        clinical = self.card.get("clinical")
         return {"file": self.path.name, "sha256": self.sha256, "verified": self.verified,
                 "backbone": self.card.get("backbone"), "quantization": self.card.get("quantization"),
-                "operating_point": None if point is None else {k: point[k] for k in ("label", "min_recall")}}
+                "operating_point": None if point is None else {k: point[k] for k in ("label", "min_recall")},
+                "clinical_context": None if clinical is None else
+                {"sites": clinical["sites"], "sexes": clinical["sexes"], "weight": clinical["scale"]}}
 
 
 def sha256_file(path: Path) -> str:

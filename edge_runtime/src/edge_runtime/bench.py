@@ -20,12 +20,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from edge_runtime.classifier import Classifier
+from edge_runtime.clinical import Context
 from edge_runtime.errors import EdgeRuntimeError
 from edge_runtime.preprocess import normalize, open_rgb, resize
 
@@ -60,37 +62,58 @@ def timed(fn, runs: int) -> list[float]:
     return out
 
 
-def labelled_images(data: Path) -> list[tuple[Path, str]]:
-    """A CSV with `path,label` columns (paths relative to it), or a folder of class folders."""
+@dataclass(frozen=True)
+class LabelledPhoto:
+    path: Path
+    label: str
+    context: Context | None = None  # age, sex, site columns of a CSV; None for class folders
+
+
+def _age(value: str, where: str) -> float | None:
+    try:
+        return float(value) if value.strip() else None
+    except ValueError:
+        raise EdgeRuntimeError(f"{where}: age {value!r} is not a number; write years (e.g. 55) or leave it empty") from None
+
+
+def labelled_images(data: Path) -> list[LabelledPhoto]:
+    """A CSV with `path,label` columns (paths relative to it; optional `age,sex,site` give each
+    photo's clinical context), or a folder of class folders."""
     if data.is_file():
         with open(data, newline="") as f:
             reader = csv.DictReader(f)
             rows = list(reader)
-        if not {"path", "label"} <= set(reader.fieldnames or ()):
+        columns = set(reader.fieldnames or ())
+        if not {"path", "label"} <= columns:
             raise EdgeRuntimeError(f"{data} needs a header with `path` and `label` columns")
-        return [((data.parent / r["path"]), r["label"]) for r in rows]
+        has_context = bool({"age", "sex", "site"} & columns)
+        return [LabelledPhoto(data.parent / r["path"], r["label"],
+                              Context(_age(r.get("age") or "", f"{data}:{i}"), r.get("sex") or None,
+                                      r.get("site") or None) if has_context else None)
+                for i, r in enumerate(rows, start=2)]
     if data.is_dir():
-        return [(p, d.name) for d in sorted(data.iterdir()) if d.is_dir()
+        return [LabelledPhoto(p, d.name) for d in sorted(data.iterdir()) if d.is_dir()
                 for p in sorted(d.rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES]
     raise EdgeRuntimeError(f"{data} not found; pass a CSV (path,label) or a folder of class folders")
 
 
-def label_indices(clf: Classifier, items: list[tuple[Path, str]], data: Path) -> np.ndarray:
+def label_indices(clf: Classifier, items: list[LabelledPhoto], data: Path) -> np.ndarray:
     labels = clf.artifact.labels
-    unknown = sorted({y for _, y in items} - set(labels))
+    unknown = sorted({it.label for it in items} - set(labels))
     if unknown:
         raise EdgeRuntimeError(f"{data}: labels {unknown} are not classes of this model; choose from {labels}")
     if not items:
         raise EdgeRuntimeError(f"{data} lists no images; pass a CSV (path,label) or a folder of class folders")
-    return np.array([labels.index(lab) for _, lab in items])
+    return np.array([labels.index(it.label) for it in items])
 
 
-def accuracy(clf: Classifier, items: list[tuple[Path, str]], data: Path) -> dict:
+def accuracy(clf: Classifier, items: list[LabelledPhoto], data: Path) -> dict:
     labels = clf.artifact.labels
     y = label_indices(clf, items, data)
-    pred = np.array([int(np.argmax(clf.infer(open_rgb(p), with_cam=False)[0])) for p, _ in items])
+    pred = np.array([int(np.argmax(clf.infer(open_rgb(it.path), False, it.context)[0])) for it in items])
     recall = {labels[k]: float(np.mean(pred[y == k] == k)) for k in range(len(labels)) if (y == k).any()}
-    return {"n": len(items), "balanced_accuracy": float(np.mean(list(recall.values()))), "recall": recall}
+    return {"n": len(items), "balanced_accuracy": float(np.mean(list(recall.values()))), "recall": recall,
+            "clinical_context": clf.clinical is not None and any(it.context is not None for it in items)}
 
 
 def cold_start(model: Path, image: Path, threads: int, site: Path | None = None) -> dict:

@@ -11,6 +11,7 @@ from PIL import Image
 
 from edge_runtime.artifact import Artifact, load_artifact
 from edge_runtime.backends import open_backend
+from edge_runtime.clinical import Context
 from edge_runtime.errors import EdgeRuntimeError
 from edge_runtime.heatmap import overlay, to_heatmap
 from edge_runtime.preprocess import CONSTANCY, ImageLike, model_pixels, normalize, open_rgb
@@ -72,6 +73,7 @@ class Classifier:
             self.calibration.update({k: site["calibration"][k] for k in ("refer_at_risk", "refer_sensitivity")},
                                     refer_fitted_where=f"at site {site['site']!r}")
         self.temperature = float(self.calibration.get("temperature") or 1.0)
+        self.clinical = artifact.clinical
         self._malignant = [artifact.labels.index(k) for k in artifact.malignant_labels]
 
     @classmethod
@@ -99,22 +101,30 @@ class Classifier:
     def has_cam(self) -> bool:
         return getattr(self.backend, "cam", True) is not None
 
-    def infer(self, rgb: Image.Image, with_cam: bool = True):
+    def infer(self, rgb: Image.Image, with_cam: bool = True, context: Context | None = None):
         """Scores (logits, plus the card's operating-point offsets, which decide the label) and CAM
         for one RGB image: the part a benchmark times."""
-        logits, cam = self.raw(rgb, with_cam)
+        logits, cam = self.raw(rgb, with_cam, context)
         return logits + self.offsets, cam
 
-    def raw(self, rgb: Image.Image, with_cam: bool = False):
-        """The model's own logits (no operating-point offsets) and CAM: what a site profile is fitted on."""
+    def raw(self, rgb: Image.Image, with_cam: bool = False, context: Context | None = None):
+        """The model's logits, plus the clinical prior when the card has one (no operating-point
+        offsets), and CAM: what a site profile is fitted on. Missing context counts as unknown."""
         a = self.artifact
+        if self.clinical is not None and context is not None:
+            self.clinical.check(context)  # a bad value fails before the model runs
         x = normalize(model_pixels(rgb, a.input_size, a.color_constancy)[None], a.mean, a.std)
-        return self.backend.run(x, with_cam)
+        logits, cam = self.backend.run(x, with_cam)
+        if self.clinical is not None:
+            logits = logits + self.clinical.log_prior(context or Context())
+        return logits, cam
 
-    def predict(self, image: ImageLike, with_cam: bool = True, target: str | None = None) -> Prediction:
-        """`target`: the class whose heatmap to draw (default: the predicted one)."""
+    def predict(self, image: ImageLike, with_cam: bool = True, target: str | None = None,
+                context: Context | None = None) -> Prediction:
+        """`target`: the class whose heatmap to draw (default: the predicted one). `context`: the
+        patient's age, sex and body site, used when the card has a clinical prior (ignored otherwise)."""
         rgb = open_rgb(image)
-        logits, cam = self.infer(rgb, with_cam)
+        logits, cam = self.infer(rgb, with_cam, context)
         z = logits / self.temperature
         p = np.exp(z - z.max())
         p /= p.sum()

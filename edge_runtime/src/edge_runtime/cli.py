@@ -14,10 +14,11 @@ def _predict(args) -> None:
     from edge_runtime.classifier import DISCLAIMER, Classifier
 
     clf = Classifier.load(args.model, args.threads, verify=not args.no_verify, site=args.site)
+    context = _context(args, clf)
     if args.cam_out:
         Path(args.cam_out).mkdir(parents=True, exist_ok=True)
     for image in args.images:
-        p = clf.predict(image, with_cam=bool(args.cam_out) or not args.json, target=args.target)
+        p = clf.predict(image, with_cam=bool(args.cam_out) or not args.json, target=args.target, context=context)
         row = {"image": image, **p.to_dict()}
         if args.cam_out and p.heatmap is not None:
             out = Path(args.cam_out) / f"{Path(image).stem}_cam.png"
@@ -35,6 +36,20 @@ def _predict(args) -> None:
         print(f"  {p.next_step}" + (f"\n  heatmap: {row['heatmap_png']}" if "heatmap_png" in row else ""))
     if not args.json:
         print(DISCLAIMER)
+
+
+def _context(args, clf):
+    """The patient's context from --age/--sex/--body-site, checked against the card's prior."""
+    from edge_runtime.clinical import Context
+
+    if args.age is None and args.sex is None and args.body_site is None:
+        return None
+    if clf.clinical is None:
+        raise EdgeRuntimeError(f"{Path(args.model).name} has no clinical prior, so --age/--sex/--body-site "
+                               "would be ignored; drop them or export a model trained with --clinical")
+    context = Context(args.age, args.sex, args.body_site)
+    clf.clinical.check(context)
+    return context
 
 
 def _benchmark(args) -> None:
@@ -104,10 +119,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--cam-out", help="folder for <image>_cam.png overlays")
     p.add_argument("--target", help="class whose heatmap to draw (default: the predicted one)")
     p.add_argument("--top", type=int, default=3)
+    p.add_argument("--age", type=float, help="patient's age in years (models trained with --clinical)")
+    p.add_argument("--sex", help="patient's sex as the model's card lists it, e.g. female")
+    p.add_argument("--body-site", help="where the lesion is, as the card lists it, e.g. back or face")
     p.set_defaults(run=_predict)
     b = sub.add_parser("benchmark", help="latency, memory and cold start; accuracy with --data")
     b.add_argument("model")
-    b.add_argument("--data", type=Path, help="CSV with path,label columns, or a folder of class folders")
+    b.add_argument("--data", type=Path, help="CSV with path,label[,age,sex,site] columns, or a folder of class folders")
     b.add_argument("--image", type=Path, help="photo to time (default: a neutral 600x450 image)")
     b.add_argument("--runs", type=int, default=100)
     b.add_argument("--warmup", type=int, default=10)
@@ -124,7 +142,8 @@ def parser() -> argparse.ArgumentParser:
     c = sub.add_parser("calibrate", help="refit the operating point and referral threshold on this site's "
                        "labelled photos; writes a site profile for --site")
     c.add_argument("model")
-    c.add_argument("--data", type=Path, required=True, help="CSV with path,label columns, or a folder of class folders")
+    c.add_argument("--data", type=Path, required=True,
+                   help="CSV with path,label[,age,sex,site] columns, or a folder of class folders")
     c.add_argument("--out", type=Path, required=True, help="the site profile to write (.json)")
     c.add_argument("--min-recall", type=float, help="recall the positive class (melanoma) must reach on these "
                    "photos (default: the card's own target; none: keep the card's operating point)")

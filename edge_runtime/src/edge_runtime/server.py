@@ -1,6 +1,7 @@
 """`edge_runtime serve`: a small local web page for a clinic device, standard library HTTP only.
 
-GET / is the page (take or upload a photo); POST /predict takes the raw image bytes and answers
+GET / is the page (take or upload a photo); POST /predict takes the raw image bytes (and, for a
+model with a clinical prior, ?age=&sex=&site= from the page's optional fields) and answers
 JSON with the class, confidence, malignant risk, next step and the heatmap overlay as a PNG data
 URL. Loopback by default; uploads above MAX_UPLOAD_BYTES are refused before they are read; a
 file that is not an image gets a 400 with a plain message. One model, one lock: the interpreter
@@ -17,6 +18,7 @@ import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
+from urllib.parse import parse_qs
 
 from edge_runtime.classifier import DISCLAIMER, Classifier
 from edge_runtime.errors import EdgeRuntimeError
@@ -29,7 +31,8 @@ def make_handler(clf: Classifier):
     lock = threading.Lock()
     page = (resources.files("edge_runtime") / "static" / "index.html").read_text(encoding="utf-8")
     model = clf.artifact.path.name + ("" if clf.site is None else f", thresholds of site {clf.site['site']}")
-    page = page.replace("{{DISCLAIMER}}", DISCLAIMER).replace("{{MODEL}}", html.escape(model))
+    page = (page.replace("{{DISCLAIMER}}", DISCLAIMER).replace("{{MODEL}}", html.escape(model))
+            .replace("{{CONTEXT}}", _context_form(clf)))
 
     class Handler(BaseHTTPRequestHandler):
         server_version = "edge_runtime"
@@ -52,7 +55,8 @@ def make_handler(clf: Classifier):
                 self._json(HTTPStatus.NOT_FOUND, {"error": f"no page at {self.path}; open /"})
 
         def do_POST(self):
-            if self.path != "/predict":
+            path, _, query = self.path.partition("?")
+            if path != "/predict":
                 return self._json(HTTPStatus.NOT_FOUND, {"error": f"POST the photo to /predict, not {self.path}"})
             length = int(self.headers.get("Content-Length") or 0)
             if length <= 0:
@@ -64,9 +68,10 @@ def make_handler(clf: Classifier):
                                             f"{MAX_UPLOAD_BYTES // 2**20} MB limit; send a smaller JPEG"})
             data = self.rfile.read(length)
             try:
+                context = _context(clf, query)
                 rgb = open_rgb(data, "the uploaded file")
                 with lock:
-                    p = clf.predict(rgb)
+                    p = clf.predict(rgb, context=context)
             except EdgeRuntimeError as exc:
                 return self._json(HTTPStatus.BAD_REQUEST, {"error": str(exc)})
             buf = io.BytesIO()
@@ -79,6 +84,37 @@ def make_handler(clf: Classifier):
             print(f"{self.address_string()} {fmt % args}")
 
     return Handler
+
+
+def _context_form(clf: Classifier) -> str:
+    """Optional age, sex and body-site fields, offered only when the model's card has a clinical prior."""
+    prior = clf.clinical
+    if prior is None:
+        return ""
+
+    def select(name: str, values) -> str:
+        options = "".join(f'<option value="{html.escape(v)}">{html.escape(v)}</option>' for v in values)
+        return f'<select id="{name}"><option value="">not recorded</option>{options}</select>'
+    return ('<fieldset><legend>Patient (optional; the model weighs it with the photo)</legend>'
+            '<label>Age <input id="age" type="number" min="0" max="120" step="1"></label>'
+            f'<label>Sex {select("sex", prior.sexes)}</label>'
+            f'<label>Body site {select("site", prior.sites)}</label></fieldset>')
+
+
+def _context(clf: Classifier, query: str):
+    """The context in POST /predict?age=..&sex=..&site=.. (all optional); None when none is given."""
+    from edge_runtime.clinical import Context
+
+    q = {k: v[-1] for k, v in parse_qs(query).items()}
+    if not q or clf.clinical is None:
+        return None
+    try:
+        age = float(q["age"]) if q.get("age") else None
+    except ValueError:
+        raise EdgeRuntimeError(f"age {q['age']!r} is not a number of years; enter e.g. 55 or leave it empty") from None
+    context = Context(age, q.get("sex") or None, q.get("site") or None)
+    clf.clinical.check(context)
+    return context
 
 
 def make_server(model, host: str = "127.0.0.1", port: int = 8080, threads: int = 4,

@@ -158,8 +158,9 @@ def read_profile(path, model_name: str, sha256: str, n_labels: int) -> dict:
 
 def calibrate(model, data, out, min_recall: float | None = None, site: str | None = None, threads: int = 4,
               verify: bool = True) -> dict:
-    """Run the model on the site's labelled photos (a CSV path,label or class folders), fit a
-    profile and write it to `out`. Returns the profile as written."""
+    """Run the model on the site's labelled photos (a CSV path,label[,age,sex,site] or class
+    folders), fit a profile and write it to `out`. With a clinical prior in the card, the
+    thresholds are fitted on logits + prior, as predictions will be decided. Returns the profile as written."""
     from edge_runtime.bench import label_indices, labelled_images
     from edge_runtime.classifier import Classifier
     from edge_runtime.preprocess import open_rgb
@@ -173,6 +174,6 @@ def calibrate(model, data, out, min_recall: float | None = None, site: str | Non
     clf = Classifier.load(model, threads, verify)
     items = labelled_images(data)
     targets = label_indices(clf, items, data)
-    logits = np.stack([clf.raw(open_rgb(path), with_cam=False)[0] for path, _ in items]).astype(np.float64)
+    logits = np.stack([clf.raw(open_rgb(it.path), False, it.context)[0] for it in items]).astype(np.float64)
     profile = fit_profile(logits, targets, clf.artifact.card, min_recall, site or data.stem, str(data))
     return write_profile(out, profile, clf.artifact.path.name, clf.artifact.sha256)
