@@ -17,6 +17,7 @@ from conftest import one_line_error, run_cli, run_edge
 from edge_runtime.clinical import AGE_EDGES, ClinicalPrior, Context
 from edge_runtime.errors import EdgeRuntimeError
 from edgeskin.data.records import HAM_LABELS, Sample
+from edgeskin.errors import EdgeskinError
 from edgeskin.evaluate.metrics import balanced_accuracy
 from edgeskin.train.clinical import context_logits, fit_clinical_prior
 
@@ -195,12 +196,16 @@ def test_evaluate_and_ablation_score_with_the_recorded_context(clinical_model, t
     assert card.metrics["test"]["balanced_accuracy"] == pytest.approx(balanced_accuracy(test.targets, fused.argmax(1)))
     # The ablation's clinical rows: the prior fitted per run, scored with and without the context.
     levers = (Lever("base", "reference"), Lever("ctx", "clinical", post="clinical", reuse="base"),
-              Lever("no-ctx", "clinical", post="clinical_unrecorded", reuse="base"))
+              Lever("no-ctx", "clinical", post="clinical_unrecorded", reuse="base"),
+              Lever("ctx-op", "clinical", post="clinical+min_recall=1.0", reuse="base"))
     cfg = AblationConfig(data=str(clinical_model["manifest"]), recipe="demo", levers=levers, seeds=(0,),
                          base={"input_size": (32, 48), "epochs": 1, "batch_size": 16, "device": "cpu"},
                          out=str(tmp_path / "abl"), bootstrap=0)
     rows = {r["name"]: r["per_seed"]["0"] for r in run_ablation(cfg)["rows"]}
     assert rows["ctx"]["clinical_scale"] == rows["no-ctx"]["clinical_scale"]
     assert rows["ctx"]["train_minutes"] == 0.0
+    assert rows["ctx-op"]["offset"] >= 0 and rows["ctx-op"]["mel_recall"] >= rows["ctx"]["mel_recall"]
+    with pytest.raises(EdgeskinError, match="unknown post"):
+        Lever("bad", "clinical", post="clinical+tta", reuse="base")
     if rows["ctx"]["clinical_scale"] > 0:  # the site follows the label here: the context must show
         assert rows["ctx"]["balanced_accuracy"] > rows["no-ctx"]["balanced_accuracy"]

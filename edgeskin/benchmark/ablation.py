@@ -41,8 +41,10 @@ from edgeskin.fileio import atomic_path, sha256_file, write_json, write_text
 from edgeskin.train.checkpoint import CONFIG, LAST
 from edgeskin.predict import describe_device, predict_logits, resolve_device, softmax
 
-# clinical_unrecorded: the same prior when the device is given no context (what skipping the fields costs)
-POST_LEVERS = ("logit_adjust", "tta", "clinical", "clinical_unrecorded", "min_recall=R")  # R: a recall in (0, 1], e.g. min_recall=0.7
+# R: a recall in (0, 1], e.g. min_recall=0.7. clinical_unrecorded: the prior when the device is sent
+# no context (what leaving the fields empty costs); +min_recall=R: then the operating point, fitted
+# on the logits with the prior, as `edgeskin export --min-recall` fits it for a --clinical run.
+POST_LEVERS = ("logit_adjust", "tta", "min_recall=R", "clinical", "clinical_unrecorded", "clinical+min_recall=R")
 SCORE_VERSION = 1  # bump when scoring changes (shifts, TTA, tau grid): cached scores are then redone
 TAU_GRID = tuple(np.round(np.arange(0.0, 2.01, 0.25), 2))
 
@@ -60,7 +62,8 @@ class Lever:
     teacher: str | None = None
 
     def __post_init__(self) -> None:
-        if self.post is not None and self.post not in POST_LEVERS and _min_recall(self.post) is None:
+        if (self.post is not None and self.post not in POST_LEVERS and _min_recall(self.post) is None
+                and _clinical(self.post) is None):
             raise EdgeskinError(f"lever {self.name!r}: unknown post {self.post!r}; choose one of {list(POST_LEVERS)}")
 
 
@@ -72,6 +75,14 @@ def _min_recall(post: str | None) -> float | None:
     except ValueError:
         return None
     return r if r is not None and valid_recall(r) else None
+
+
+def _clinical(post: str | None) -> tuple[bool, float | None] | None:
+    """(context recorded?, R or None) of a "clinical[_unrecorded][+min_recall=R]" post lever, else None."""
+    head, plus, tail = (post or "").partition("+")
+    if head not in ("clinical", "clinical_unrecorded") or (plus and _min_recall(tail) is None):
+        return None
+    return head == "clinical", _min_recall(tail) if plus else None
 
 
 @dataclass(frozen=True)
@@ -220,26 +231,35 @@ def _probabilities(run_dir: Path, post: str | None, device: torch.device, manife
         offsets = np.asarray(point["offsets"])
         extra["offset"] = float(offsets.max())
         return RowModel(card, data, split, lambda px: softmax(logits(px) + offsets), extra)
-    if post in ("clinical", "clinical_unrecorded"):
-        return _clinical_row(card, data, split, logits, extra, recorded=post == "clinical")
+    clinical = _clinical(post)
+    if clinical is not None:
+        return _clinical_row(card, data, split, logits, extra, *clinical)
     return RowModel(card, data, split, lambda px: softmax(logits(px)), extra)
 
 
 def _clinical_row(card: ModelCard, data: LabelledImages, split: Split, logits, extra: dict,
-                  recorded: bool) -> RowModel:
+                  recorded: bool, min_recall: float | None) -> RowModel:
     """The clinical-context prior `edgeskin train --clinical` fits (edgeskin.train.clinical), added
-    to the test images' logits: with their recorded context, or with none (`recorded` False).
+    to the test images' logits: with their recorded context, or with none (`recorded` False); then,
+    with `min_recall`, the operating point fitted on the validation logits with the prior.
     Context is per image, so it scores the test split only, in order."""
+    from edgeskin.export.calibrate import operating_point
     from edgeskin.train.clinical import context_logits, fit_clinical_prior
 
     part = {name: split.indices(name) for name in ("train", "val", "test")}
     samples = {name: [data.samples[i] for i in idx] for name, idx in part.items()}
-    val = part["val"]
+    val, val_logits = part["val"], logits(data.pixels[part["val"]])
     fit = fit_clinical_prior(samples["train"], data.targets[part["train"]], len(card.labels),
-                             samples["val"], data.targets[val], logits(data.pixels[val]))
+                             samples["val"], data.targets[val], val_logits)
     extra["clinical_scale"] = fit.prior.scale
+    offsets = np.zeros(len(card.labels))
+    if min_recall is not None:
+        point = operating_point(val_logits + context_logits(fit.prior, samples["val"]), data.targets[val],
+                                card.labels, card.positive_label, min_recall, "validation split + clinical prior")
+        offsets = np.asarray(point["offsets"])
+        extra["offset"] = float(offsets.max())
     test = samples["test"] if recorded else [replace(s, age=None, sex=None, site=None) for s in samples["test"]]
-    added = context_logits(fit.prior, test)
+    added = context_logits(fit.prior, test) + offsets
 
     def probs_of(px: np.ndarray) -> np.ndarray:
         if len(px) != len(added):
