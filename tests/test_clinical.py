@@ -70,11 +70,19 @@ def test_fit_picks_a_weight_on_validation_only_when_context_helps():
     # A body site never seen in training counts as missing when scored, not as an error.
     unseen = [Sample(Path("x.jpg"), "u", "akiec", "u", 40.0, "female", "scalp")]
     assert context_logits(fit.prior, unseen).shape == (1, 3)
-    # Centred fields: a photo sent with no context gets the average effect, flatter than the prior
-    # of any recorded site.
-    none = fit.prior.log_prior(Context()) / fit.prior.scale
-    recorded = np.stack([fit.prior.log_prior(Context(50.0, "female", s)) / fit.prior.scale for s in SITES[:3]])
-    assert none.max() - none.min() < (recorded.max(1) - recorded.min(1)).min()
+    # Centring the fields leaves a fully recorded context's prior the logistic model's own.
+    from sklearn.linear_model import LogisticRegression
+
+    from edgeskin.train.clinical import C, context_of
+
+    x = np.stack([fit.prior.features(context_of(s)) for s in train])
+    lr = LogisticRegression(C=C, class_weight="balanced", max_iter=5000).fit(x, ty)
+    ctx = context_of(val[0])
+    assert np.allclose(fit.prior.log_prior(ctx) / fit.prior.scale,
+                       lr.predict_log_proba(fit.prior.features(ctx)[None])[0], atol=1e-4)
+    # No context at all: no prior (the image model's own logits); one field: that field's effect.
+    assert not fit.prior.log_prior(Context()).any()
+    assert fit.prior.log_prior(Context(site=SITES[0])).any()
 
 
 def _context(row: dict) -> Context:

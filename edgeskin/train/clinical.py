@@ -2,9 +2,9 @@
 
 1. a logistic regression of the class on age bin, sex and body site, with balanced class weights,
    on the training split's context (not its images: it is fitted once, in a second); then each
-   field's weights are centred on their training-frequency mean (moved into the bias), which
-   leaves every fully recorded image's prior unchanged and gives a missing field its average
-   effect rather than the effect of "nothing recorded" in this dataset;
+   field's weights are centred on their class-balanced mean (moved into the bias), which leaves
+   every fully recorded image's prior unchanged and gives a missing field its average effect
+   rather than the effect of "nothing recorded" in this dataset;
 2. its weight against the image logits, picked on the validation split's balanced accuracy from
    a grid (ties: the smallest), so 0 (no prior) wins unless the context helps on held-out images.
 """
@@ -22,7 +22,7 @@ from edgeskin.errors import EdgeskinError
 from edgeskin.evaluate.metrics import balanced_accuracy
 
 SCALE_GRID = tuple(np.round(np.arange(0.0, 2.01, 0.25), 2))
-C = 0.1  # L2 strength: at 0.1 the context-only model scored best of 0.1/1/10 on a HAM10000 fold
+C = 0.1  # inverse L2 strength: the context-only model scored best at 0.1 of 0.1/1/10 on a HAM10000 fold
 MIN_KNOWN = 0.5  # fit only when at least half the training images record some context
 
 
@@ -65,8 +65,11 @@ def fit_clinical_prior(train: Sequence[Sample], train_y: np.ndarray, n_classes: 
     weights[lr.classes_], bias[lr.classes_] = lr.coef_, lr.intercept_  # a class absent from train: 0
     for group in shell.groups():  # centre each field: a missing one then adds its average effect
         recorded = x[:, group].sum(1) > 0
-        if recorded.any():
-            mean = weights[:, group] @ x[recorded, group].mean(0)
+        # Averaged over classes, not images: an average patient of the natural mix is a nevus patient.
+        by_class = [x[recorded & (train_y == k), group].mean(0) for k in range(n_classes)
+                    if (recorded & (train_y == k)).any()]
+        if by_class:
+            mean = weights[:, group] @ np.mean(by_class, 0)
             weights[:, group] -= mean[:, None]
             bias += mean
     fitted = ClinicalPrior(shell.sites, shell.sexes, AGE_EDGES, weights, bias, 1.0)

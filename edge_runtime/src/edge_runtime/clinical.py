@@ -12,9 +12,10 @@ independent gives
 
 where scale = 1 is that assumption and `edgeskin train` picks it on validation (0 switches the
 prior off). It is numpy only, applied on the device; the card carries the fitted weights.
-A value the prior does not know is an error, not a guess. A missing one (or "unknown") adds that
-field's average effect over the training images, so a photo sent with no context at all gets an
-almost flat prior instead of whatever the training set's few unlabelled rows happened to be.
+A value the prior does not know is an error, not a guess. A missing field (or "unknown") adds its
+average effect over the training classes, not whatever the training set's few unrecorded rows
+happened to be; a photo with no context at all gets no prior, i.e. the image model's own logits
+(measured: an "average patient" prior, added to every photo, cost 4 points of balanced accuracy).
 """
 
 from __future__ import annotations
@@ -78,7 +79,11 @@ class ClinicalPrior:
         return np.asarray(f + [float(i == b) for i in range(len(self.age_edges))], np.float64)
 
     def log_prior(self, ctx: Context) -> np.ndarray:
-        """scale * log p_bal(class | context): what is added to the image logits."""
-        z = self.weights @ self.features(ctx) + self.bias
+        """scale * log p_bal(class | context): what is added to the image logits; zeros when no
+        field is recorded."""
+        f = self.features(ctx)
+        if not f.any():
+            return np.zeros(len(self.bias), np.float32)
+        z = self.weights @ f + self.bias
         z = z - z.max()
         return (self.scale * (z - np.log(np.exp(z).sum()))).astype(np.float32)
