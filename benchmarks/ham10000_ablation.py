@@ -2,7 +2,7 @@
 
     python benchmarks/ham10000_ablation.py [--rows base,balanced-softmax,...] [--seeds 0,1,2]
                                            [--epochs 6] [--out runs/ablation/ham10000]
-                                           [--why-not TEXT] [--note TEXT ...] [--render-only]
+                                           [--why-not TEXT] [--note TEXT ...] [--render-only] [--merge]
                                            [--parallel 3 --workers 4]   (on a GPU: seeds side by side)
 
 Every row starts from the `ham-edge-int8` recipe (the int8-exact plain CNN), at 96x128 (the
@@ -12,7 +12,8 @@ eight rows the search is greedy: each `sog+` row adds one lever to the best row 
 for the last rows, to the 6-epoch shades-of-gray row as a cheap screen. Finished runs
 (and their scores) are reused,
 so the script can be stopped and re-run, and rows can be added later. Results are copied to
-benchmarks/results/ham10000_ablation.{json,md}.
+benchmarks/results/ham10000_ablation.{json,md}; with --merge, the rows run now replace theirs in
+that committed table and its other rows are kept (their runs need not be on this machine).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import sys
 from pathlib import Path
 
 from edgeskin.benchmark.ablation import AblationConfig, Lever, run_ablation
-from edgeskin.benchmark.ablation_report import render_markdown
+from edgeskin.benchmark.ablation_report import merge_tables, render_markdown
 from edgeskin.fileio import write_json, write_text
 
 HERE = Path(__file__).resolve().parent
@@ -75,6 +76,18 @@ LEVERS = (
     Lever("sog+cnn-s+2x+distill", "distillation", {**SOG, "backbone": "edgeskin_cnn_s", "epochs": 12},
           teacher="sog+2x+distill"),
     Lever("sog+cnn-s+2x+distill+mel-op", "operating point", post="min_recall=0.7", reuse="sog+cnn-s+2x+distill"),
+    # The patient's age, sex and body site (HAM10000 records them) as a prior on the image logits:
+    # a logistic model fitted on the training split's context, its weight picked on validation
+    # (`edgeskin train --clinical`; the device adds it, numpy only). No training of its own.
+    Lever("sog+2x+clinical", "clinical context", post="clinical", reuse="sog+2x-epochs"),
+    # The same model and prior when the device is sent no context (the fields left empty).
+    Lever("sog+2x+clinical-unrecorded", "clinical context", post="clinical_unrecorded", reuse="sog+2x-epochs"),
+    # As deployed: the prior, then the export's --min-recall 0.7 fitted on the logits with it.
+    Lever("sog+2x+clinical+mel-op", "clinical context", post="clinical+min_recall=0.7", reuse="sog+2x-epochs"),
+    # On the distilled students (a stronger image model: does the context still add as much?).
+    Lever("sog+2x+distill+clinical", "clinical context", post="clinical", reuse="sog+2x+distill"),
+    Lever("sog+2x+distill+clinical+mel-op", "clinical context", post="clinical+min_recall=0.7",
+          reuse="sog+2x+distill"),
 )
 
 
@@ -91,6 +104,8 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=0, help="loader processes per run (a GPU run needs ~4)")
     ap.add_argument("--render-only", action="store_true",
                     help="re-render OUT/ablation.json (rows and notes) and copy it; train and score nothing")
+    ap.add_argument("--merge", action="store_true",
+                    help="keep the committed table's rows that --rows does not run (same split and seeds)")
     args = ap.parse_args()
     if args.parallel < 1:
         print(f"--parallel {args.parallel}: use 1 (one run at a time) or more", file=sys.stderr)
@@ -103,7 +118,9 @@ def main() -> int:
             print(f"unknown rows {unknown}; choose from {[lv.name for lv in LEVERS]}", file=sys.stderr)
             return 2
         levers = tuple(lv for lv in LEVERS if lv.name in wanted)
-    left_out = [lv.name for lv in LEVERS if lv not in levers]
+    committed = HERE / "results" / "ham10000_ablation.json"
+    kept = json.loads(committed.read_text()) if args.merge and committed.is_file() else None
+    left_out = [lv.name for lv in LEVERS if lv not in levers and not (kept and _row(kept, lv.name))]
     notes = (f"Not run in this table: {', '.join(left_out)}. {args.why_not}".strip(),) if left_out else ()
     notes += tuple(args.note)
     base = {"input_size": (96, 128), "epochs": args.epochs, "patience": 99}
@@ -123,11 +140,26 @@ def main() -> int:
         write_text(path.with_suffix(".md"), render_markdown(table))
     else:
         run_ablation(cfg)
+    if kept is not None:
+        merge_into(Path(args.out) / "ablation.json", kept)
     results = HERE / "results"
     for ext in ("json", "md"):
         shutil.copyfile(Path(args.out) / f"ablation.{ext}", results / f"ham10000_ablation.{ext}")
     print(f"wrote {results / 'ham10000_ablation.md'}")
     return 0
+
+
+def _row(table: dict, name: str) -> dict | None:
+    return next((r for r in table["rows"] if r["name"] == name), None)
+
+
+def merge_into(path: Path, kept: dict) -> None:
+    try:
+        table = merge_tables(json.loads(path.read_text()), kept, [lv.name for lv in LEVERS])
+    except ValueError as e:
+        raise SystemExit(f"--merge: {e}; run without --merge") from None
+    write_json(path, table)
+    write_text(path.with_suffix(".md"), render_markdown(table))
 
 
 if __name__ == "__main__":

@@ -239,3 +239,17 @@ def test_site_holdout_scores_the_held_out_group_apart(synth_root, tmp_path):
     with np.load(tmp_path / "hold" / "runs" / "base-s0" / "scores-plain.npz") as z:
         assert len(z["targets"]) == parts["held_out"]["n"] + parts["in_distribution"]["n"]
     assert "| base |" in (tmp_path / "hold" / "holdout.md").read_text()
+
+
+def test_merge_keeps_committed_rows_and_refuses_another_split():
+    from edgeskin.benchmark.ablation_report import merge_tables
+
+    def table(rows, seeds=(0, 1, 2), notes=()):
+        return {"seeds": list(seeds), "base": {"epochs": 6}, "recipe": "r", "notes": list(notes),
+                "rows": [{"name": n, "v": v} for n, v in rows]}
+    committed = table([("a", 1), ("b", 2), ("c", 3)], notes=["old"])
+    merged = merge_tables(table([("d", 9), ("b", 5)], notes=["new"]), committed, ["a", "b", "c", "d"])
+    assert [(r["name"], r["v"]) for r in merged["rows"]] == [("a", 1), ("b", 5), ("c", 3), ("d", 9)]
+    assert merged["notes"] == ["old", "new"]
+    with pytest.raises(ValueError, match="seeds"):
+        merge_tables(table([("b", 5)], seeds=(0,)), committed, ["a", "b"])

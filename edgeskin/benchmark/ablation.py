@@ -45,7 +45,7 @@ from edgeskin.predict import describe_device, predict_logits, resolve_device, so
 # no context (what leaving the fields empty costs); +min_recall=R: then the operating point, fitted
 # on the logits with the prior, as `edgeskin export --min-recall` fits it for a --clinical run.
 POST_LEVERS = ("logit_adjust", "tta", "min_recall=R", "clinical", "clinical_unrecorded", "clinical+min_recall=R")
-SCORE_VERSION = 1  # bump when scoring changes (shifts, TTA, tau grid): cached scores are then redone
+SCORE_VERSION = 2  # bump when scoring changes (shifts, TTA, tau grid, clinical fit): cached scores are redone
 TAU_GRID = tuple(np.round(np.arange(0.0, 2.01, 0.25), 2))
 
 

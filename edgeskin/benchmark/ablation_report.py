@@ -18,6 +18,18 @@ def _what(row: dict[str, Any]) -> str:
     return ", ".join(parts) or "base recipe"
 
 
+def merge_tables(new: dict[str, Any], committed: dict[str, Any], order: list[str]) -> dict[str, Any]:
+    """`new` plus the committed table's rows it did not run (their runs may be gone from this
+    machine), in `order`; its notes after the committed ones. Refused when seeds, shared settings or
+    recipe differ: a row is only comparable on the same split, seeds and length."""
+    for key in ("seeds", "base", "recipe"):
+        if new[key] != committed[key]:
+            raise ValueError(f"this run's {key} {new[key]!r} differs from the committed table's {committed[key]!r}")
+    by_name = {r["name"]: r for r in committed["rows"]} | {r["name"]: r for r in new["rows"]}
+    return {**new, "rows": [by_name[n] for n in order if n in by_name],
+            "notes": list(dict.fromkeys(committed.get("notes", []) + new.get("notes", [])))}
+
+
 def best_row(result: dict[str, Any]) -> dict[str, Any] | None:
     complete = [r for r in result["rows"] if len(r["seeds"]) == len(result["seeds"])]
     return max(complete, key=lambda r: r["mean"]["balanced_accuracy"]) if complete else None

@@ -43,6 +43,10 @@ HOLDOUT_LEVERS = (
     # fitted on validation (in-distribution sites only), carry over to sites never seen?
     Lever("sog+2x+distill", "distillation", {**SOG, "epochs": 12}, teacher="sog+2x-epochs"),
     Lever("sog+2x+distill+mel-op", "operating point", post="min_recall=0.7", reuse="sog+2x+distill"),
+    # Age, sex and body site as a prior (`train --clinical`). The held-out body sites were never in
+    # training, so there they count as missing: only age and sex can help at the unseen sites.
+    Lever("sog+2x+clinical", "clinical context", post="clinical", reuse="sog+2x-epochs"),
+    Lever("sog+2x+clinical+mel-op", "clinical context", post="clinical+min_recall=0.7", reuse="sog+2x-epochs"),
 )
 
 
