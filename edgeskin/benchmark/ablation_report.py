@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 
@@ -23,7 +24,7 @@ def merge_tables(new: dict[str, Any], committed: dict[str, Any], order: list[str
     machine), in `order`; its notes after the committed ones. Refused when seeds, shared settings or
     recipe differ: a row is only comparable on the same split, seeds and length."""
     for key in ("seeds", "base", "recipe"):
-        if new[key] != committed[key]:
+        if json.loads(json.dumps(new[key])) != committed[key]:  # as JSON: a tuple is the list it is saved as
             raise ValueError(f"this run's {key} {new[key]!r} differs from the committed table's {committed[key]!r}")
     by_name = {r["name"]: r for r in committed["rows"]} | {r["name"]: r for r in new["rows"]}
     return {**new, "rows": [by_name[n] for n in order if n in by_name],
