@@ -90,10 +90,9 @@ def evaluate(cfg: EvalConfig) -> EvalResult:
     logits = predict_logits(model, data.pixels, card.preprocessing.mean, card.preprocessing.std, device,
                             cfg.batch_size)
     if card.clinical:  # as the device decides: + the prior from each image's age, sex and body site
-        from edge_runtime.clinical import ClinicalPrior
-        from edgeskin.train.clinical import context_logits
+        from edgeskin.train.clinical import card_context_logits
 
-        logits = logits + context_logits(ClinicalPrior.from_dict(card.clinical), data.samples)
+        logits = logits + card_context_logits(card.clinical, data.samples)
         title += " + clinical prior"
     probs = softmax(logits)
     metrics = classification_metrics(data.targets, probs, card.labels, card.positive_label, cfg.bootstrap)

@@ -106,10 +106,9 @@ def _device_card(card: ModelCard, source: torch.nn.Module, val,
     source_name = f"validation split ({len(val.targets)} images), torch source model"
     decided = logits
     if card.clinical:  # the device adds the context prior before anything else: fit on what it sees
-        from edge_runtime.clinical import ClinicalPrior
-        from edgeskin.train.clinical import context_logits
+        from edgeskin.train.clinical import card_context_logits
 
-        decided = logits + context_logits(ClinicalPrior.from_dict(card.clinical), val.samples)
+        decided = logits + card_context_logits(card.clinical, val.samples)
         source_name += " + clinical prior"
     return device_thresholds(card, decided, val.targets, min_recall, source_name), logits
 

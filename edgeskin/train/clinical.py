@@ -88,3 +88,8 @@ def _known(prior: ClinicalPrior, s: Sample) -> Context:
 def context_logits(prior: ClinicalPrior, samples: Sequence[Sample]) -> np.ndarray:
     """The prior's additive term for each sample, unseen values treated as missing."""
     return np.stack([prior.log_prior(_known(prior, s)) for s in samples]).astype(np.float32)
+
+
+def card_context_logits(clinical: dict, samples: Sequence[Sample]) -> np.ndarray:
+    """context_logits of a card's `clinical` entry: what the device adds to these images' logits."""
+    return context_logits(ClinicalPrior.from_dict(clinical), samples)
