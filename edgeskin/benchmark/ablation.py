@@ -4,8 +4,8 @@ Steps: 1. one lesion-grouped split manifest for every run; 2. train each (row, s
 finished run yet (a killed ablation resumes where it stopped); 3. score each run's best weights
 on the test split, applying a row's inference-time lever (post-hoc logit adjustment tuned on
 validation only, flip TTA, the melanoma operating point, or the clinical-context prior fitted on
-the training split's age, sex and body site, its weight picked on validation); 4. write ablation.json + ablation.md after every run, so a
-partial table is never lost.
+the training split's age, sex and body site, its weight picked on validation); 4. write
+ablation.json + ablation.md after every run, so a partial table is never lost.
 
 Seed means come with a paired bootstrap: the same resampled test images for every seed, so the
 interval is for the mean balanced accuracy, not for one lucky seed.
@@ -41,9 +41,9 @@ from edgeskin.fileio import atomic_path, sha256_file, write_json, write_text
 from edgeskin.train.checkpoint import CONFIG, LAST
 from edgeskin.predict import describe_device, predict_logits, resolve_device, softmax
 
-# R: a recall in (0, 1], e.g. min_recall=0.7. clinical_unrecorded: the prior when the device is sent
-# no context (what leaving the fields empty costs); +min_recall=R: then the operating point, fitted
-# on the logits with the prior, as `edgeskin export --min-recall` fits it for a --clinical run.
+# R: a recall in (0, 1], e.g. min_recall=0.7. clinical_unrecorded: the same run's test images sent
+# with no context, so no prior (what leaving the fields empty costs); +min_recall=R: the operating
+# point fitted on the validation logits with the prior, as `edgeskin export --min-recall` fits it.
 POST_LEVERS = ("logit_adjust", "tta", "min_recall=R", "clinical", "clinical_unrecorded", "clinical+min_recall=R")
 SCORE_VERSION = 2  # bump when scoring changes (shifts, TTA, tau grid, clinical fit): cached scores are redone
 TAU_GRID = tuple(np.round(np.arange(0.0, 2.01, 0.25), 2))
