@@ -91,6 +91,10 @@ LEVERS = (
     Lever("sog+2x+distill+clinical", "clinical context", post="clinical", reuse="sog+2x+distill"),
     Lever("sog+2x+distill+clinical+mel-op", "clinical context", post="clinical+min_recall=0.7",
           reuse="sog+2x+distill"),
+    # On the born-again students (the best image model): the winner's chain with the context.
+    Lever("sog+3x+distill+clinical", "clinical context", post="clinical", reuse="sog+3x+distill"),
+    Lever("sog+3x+distill+clinical+mel-op", "clinical context", post="clinical+min_recall=0.7",
+          reuse="sog+3x+distill"),
 )
 
 
@@ -157,10 +161,8 @@ def _row(table: dict, name: str) -> dict | None:
 
 
 def merge_into(path: Path, kept: dict) -> None:
-    # A committed "not run" line is stale once this run adds its rows: the new table's own says it.
-    kept = {**kept, "notes": [n for n in kept.get("notes", []) if not n.startswith(NOT_RUN)]}
     try:
-        table = merge_tables(json.loads(path.read_text()), kept, [lv.name for lv in LEVERS])
+        table = merge_tables(json.loads(path.read_text()), kept, [lv.name for lv in LEVERS], stale_prefix=NOT_RUN)
     except ValueError as e:
         raise SystemExit(f"--merge: {e}; run without --merge") from None
     write_json(path, table)

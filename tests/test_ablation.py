@@ -251,6 +251,10 @@ def test_merge_keeps_committed_rows_and_refuses_another_split():
     merged = merge_tables(table([("d", 9), ("b", 5)], notes=["new"]), committed, ["a", "b", "c", "d"])
     assert [(r["name"], r["v"]) for r in merged["rows"]] == [("a", 1), ("b", 5), ("c", 3), ("d", 9)]
     assert merged["notes"] == ["old", "new"]
+    # A committed "not run" line is dropped: the rows it named may be in the table now.
+    stale = table([("a", 1)], notes=["Not run: b, c.", "old"])
+    assert merge_tables(table([("b", 5)], notes=["Not run: c."]), stale, ["a", "b"],
+                        stale_prefix="Not run:")["notes"] == ["old", "Not run: c."]
     fresh = {**table([("b", 5)]), "base": {"input_size": (96, 128)}}  # a new run's tuple, saved as a list
     assert merge_tables(fresh, {**committed, "base": {"input_size": [96, 128]}}, ["a", "b"])["rows"][1]["v"] == 5
     with pytest.raises(ValueError, match="seeds"):

@@ -19,16 +19,20 @@ def _what(row: dict[str, Any]) -> str:
     return ", ".join(parts) or "base recipe"
 
 
-def merge_tables(new: dict[str, Any], committed: dict[str, Any], order: list[str]) -> dict[str, Any]:
+def merge_tables(new: dict[str, Any], committed: dict[str, Any], order: list[str],
+                 stale_prefix: str = "") -> dict[str, Any]:
     """`new` plus the committed table's rows it did not run (their runs may be gone from this
-    machine), in `order`; its notes after the committed ones. Refused when seeds, shared settings or
-    recipe differ: a row is only comparable on the same split, seeds and length."""
+    machine), in `order`; its notes after the committed ones, less those starting with
+    `stale_prefix` (a "not run" line the new rows may make wrong; the new table writes its own).
+    Refused when seeds, shared settings or recipe differ: a row is only comparable on the same
+    split, seeds and length."""
     for key in ("seeds", "base", "recipe"):
         if json.loads(json.dumps(new[key])) != committed[key]:  # as JSON: a tuple is the list it is saved as
             raise ValueError(f"this run's {key} {new[key]!r} differs from the committed table's {committed[key]!r}")
     by_name = {r["name"]: r for r in committed["rows"]} | {r["name"]: r for r in new["rows"]}
+    kept_notes = [n for n in committed.get("notes", []) if not (stale_prefix and n.startswith(stale_prefix))]
     return {**new, "rows": [by_name[n] for n in order if n in by_name],
-            "notes": list(dict.fromkeys(committed.get("notes", []) + new.get("notes", [])))}
+            "notes": list(dict.fromkeys(kept_notes + new.get("notes", [])))}
 
 
 def best_row(result: dict[str, Any]) -> dict[str, Any] | None:
