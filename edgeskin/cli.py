@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 
@@ -111,6 +112,18 @@ def evaluate(run, data, split, bootstrap, device) -> None:
     result = run_eval(EvalConfig(run=run, data=data, split=split, bootstrap=bootstrap, device=device))
     click.echo((result.out_dir / "report.md").read_text())
     click.echo(f"report: {result.out_dir}")
+
+
+@cli.command()
+@click.argument("run", type=click.Path())
+@click.option("--device", default="auto", type=click.Choice(DEVICES))
+def prior(run, device) -> None:
+    """Fit RUN's clinical prior (age, sex, body site) without retraining, as `train --clinical` does."""
+    from edgeskin.config import PriorConfig
+    from edgeskin.train.clinical import fit_run_prior
+
+    fit_run_prior(PriorConfig(run=run, device=device))
+    click.echo(f"card: {Path(run) / 'model_card.json'} (export again to carry the prior)")
 
 
 @cli.command()

@@ -114,6 +114,12 @@ class EvalConfig:
     device: str = "auto"
 
 
+@dataclass(frozen=True)
+class PriorConfig:
+    run: str
+    device: str = "auto"
+
+
 PRUNE_MODES = ("magnitude", "structured")
 
 

@@ -116,11 +116,11 @@ def clinical_model(synth_root, tmp_path_factory) -> dict:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    run_cli("train", "--data", manifest, "--backbone", "edgeskin_cnn_s", "--input-size", "32x48", "--epochs", "2",
-            "--batch-size", "16", "--device", "cpu", "--clinical", "--project", tmp / "runs", "--name", "c",
-            check=True)
+    train_args = ("--data", manifest, "--backbone", "edgeskin_cnn_s", "--input-size", "32x48", "--epochs", "2",
+                  "--batch-size", "16", "--device", "cpu")
+    run_cli("train", *train_args, "--clinical", "--project", tmp / "runs", "--name", "c", check=True)
     run = tmp / "runs" / "c"
     run_cli("export", run, "--target", "tflite", "--precision", "fp32", "--min-recall", "0.5", "--allow-degraded",
             check=True)
     tflite = next((run / "export").glob("*.tflite"))
-    return {"run": run, "tflite": tflite, "manifest": manifest, "rows": rows}
+    return {"run": run, "tflite": tflite, "manifest": manifest, "rows": rows, "train_args": train_args}

@@ -169,13 +169,35 @@ def test_web_page_offers_and_sends_the_context(clinical_model):
         got = json.loads(urllib.request.urlopen(req).read())
         want = Classifier.load(clinical_model["tflite"]).predict(row["path"], context=Context(61.0, "female", "foot"))
         assert got["probabilities"] == pytest.approx(want.to_dict()["probabilities"], abs=1e-4)
-        bad = urllib.request.Request(f"{url}/predict?site=nail", data=photo, method="POST")
-        with pytest.raises(urllib.error.HTTPError) as exc:
-            urllib.request.urlopen(bad)
-        assert exc.value.code == 400 and "nail" in json.loads(exc.value.read())["error"]
+        for query, named in (("site=nail", "nail"), ("age=sixty", "sixty")):
+            bad = urllib.request.Request(f"{url}/predict?{query}", data=photo, method="POST")
+            with pytest.raises(urllib.error.HTTPError) as exc:
+                urllib.request.urlopen(bad)
+            assert exc.value.code == 400 and named in json.loads(exc.value.read())["error"]
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_prior_fitted_on_a_finished_run_is_the_one_train_fits(clinical_model, exported_tiny, tmp_path):
+    # The same run trained without --clinical (CPU training is deterministic): `edgeskin prior`
+    # fits, from its best weights, the prior `train --clinical` fitted after training.
+    run_cli("train", *clinical_model["train_args"], "--project", tmp_path, "--name", "p", check=True)
+    card = tmp_path / "p" / "model_card.json"
+    assert json.loads(card.read_text()).get("clinical") is None
+    run_cli("prior", tmp_path / "p", "--device", "cpu", check=True)
+    fitted = json.loads(card.read_text())["clinical"]
+    trained = json.loads((clinical_model["run"] / "model_card.json").read_text())["clinical"]
+    got, want = ClinicalPrior.from_dict(fitted), ClinicalPrior.from_dict(trained)
+    assert (got.sites, got.sexes, got.scale) == (want.sites, want.sexes, want.scale)
+    np.testing.assert_allclose(got.weights, want.weights, atol=1e-6)
+    # Scored on the same best weights' validation logits (the weight grid's scores depend on them).
+    assert fitted["val_balanced_accuracy"] == pytest.approx(trained["val_balanced_accuracy"], abs=1e-9)
+    # A run whose data records no context is refused in one line, its card untouched.
+    before = (exported_tiny["run"] / "model_card.json").read_bytes()
+    err = one_line_error(run_cli("prior", exported_tiny["run"], "--device", "cpu"))
+    assert "edgeskin prior" in err and "age,sex,site" in err
+    assert (exported_tiny["run"] / "model_card.json").read_bytes() == before
 
 
 def test_clinical_needs_context_in_the_data(synth_root, tmp_path):

@@ -7,18 +7,27 @@
    rather than the effect of "nothing recorded" in this dataset;
 2. its weight against the image logits, picked on the validation split's balanced accuracy from
    a grid (ties: the smallest), so 0 (no prior) wins unless the context helps on held-out images.
+
+`edgeskin train --clinical` fits it after training; `edgeskin prior RUN` fits it on a finished run
+(the same two steps on its best weights, in seconds): context never changes the image model.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 from edge_runtime.clinical import AGE_EDGES, UNKNOWN, ClinicalPrior, Context
 
+from edgeskin.card import ModelCard
+from edgeskin.config import PriorConfig, TrainConfig
+from edgeskin.data.bundle import LabelledImages
 from edgeskin.data.records import Sample
+from edgeskin.data.split import Split
 from edgeskin.errors import EdgeskinError
+from edgeskin.train import checkpoint as ckpt
 from edgeskin.evaluate.metrics import balanced_accuracy
 
 SCALE_GRID = tuple(np.round(np.arange(0.0, 2.01, 0.25), 2))
@@ -44,10 +53,11 @@ def recorded_fraction(samples: Sequence[Sample]) -> float:
     return float(np.mean([s.age is not None or s.sex is not None or s.site is not None for s in samples]))
 
 
-def check_context(data: str, train: Sequence[Sample]) -> None:
+def check_context(data: str, train: Sequence[Sample], who: str = "--clinical",
+                  otherwise: str = "train without --clinical") -> None:
     if recorded_fraction(train) < MIN_KNOWN:
-        raise EdgeskinError(f"--clinical: fewer than half the training images of {data} record age, sex or body "
-                            "site; add age,sex,site columns (a CSV manifest) or train without --clinical")
+        raise EdgeskinError(f"{who}: fewer than half the training images of {data} record age, sex or body "
+                            f"site; add age,sex,site columns (a CSV manifest) or {otherwise}")
 
 
 def fit_clinical_prior(train: Sequence[Sample], train_y: np.ndarray, n_classes: int,
@@ -93,3 +103,35 @@ def context_logits(prior: ClinicalPrior, samples: Sequence[Sample]) -> np.ndarra
 def card_context_logits(clinical: dict, samples: Sequence[Sample]) -> np.ndarray:
     """context_logits of a card's `clinical` entry: what the device adds to these images' logits."""
     return context_logits(ClinicalPrior.from_dict(clinical), samples)
+
+
+def add_prior(card: ModelCard, run_dir: Path, data: LabelledImages, split: Split, val_logits: np.ndarray,
+              who: str = "edgeskin train") -> ModelCard:
+    """Fit the prior on the run's split (`val_logits`: its best weights' validation logits) and
+    write it into the run's card, replacing any earlier one; exports made from then on carry it."""
+    tr, val = split.indices("train"), split.indices("val")
+    fit = fit_clinical_prior([data.samples[i] for i in tr], data.targets[tr], len(card.labels),
+                             [data.samples[i] for i in val], data.targets[val], val_logits)
+    scores = fit.val_balanced_accuracy
+    print(f"{who}: clinical prior weight {fit.prior.scale:g}; val balanced accuracy "
+          f"{scores[0.0]:.4f} without it, {scores[fit.prior.scale]:.4f} with it")
+    card = card.replace(clinical={**fit.prior.to_dict(), "fitted_on": "training split (context), validation (weight)",
+                                  "val_balanced_accuracy": {f"{k:g}": v for k, v in scores.items()}})
+    card.save(run_dir)
+    return card
+
+
+def fit_run_prior(cfg: PriorConfig) -> ModelCard:
+    """`edgeskin prior RUN`: the prior for a finished run, from its own data, split and best weights."""
+    from edgeskin.evaluate.run import load_run_model, run_data  # evaluate imports train
+    from edgeskin.predict import predict_logits, resolve_device
+
+    run_dir = Path(cfg.run)
+    card = ModelCard.load(run_dir)
+    data, split = run_data(run_dir, card)
+    check_context(TrainConfig.load(run_dir / ckpt.CONFIG).data, [data.samples[i] for i in split.indices("train")],
+                  "edgeskin prior", "deploy the model without a prior")
+    device = resolve_device(cfg.device)
+    pre, val = card.preprocessing, split.indices("val")
+    logits = predict_logits(load_run_model(run_dir, card, device), data.pixels[val], pre.mean, pre.std, device)
+    return add_prior(card, run_dir, data, split, logits, "edgeskin prior")

@@ -196,21 +196,12 @@ def _distiller(cfg: TrainConfig, data: LabelledImages, split: Split, mean_t, std
 
 
 def _fit_clinical(card: ModelCard, run_dir, data: LabelledImages, split: Split, mean, std, device) -> ModelCard:
-    from edgeskin.train.clinical import fit_clinical_prior
+    from edgeskin.train.clinical import add_prior
 
     model = build_model(card.backbone, len(card.labels), card.head, card.preprocessing.input_size).to(device)
     model.load_state_dict(ckpt.load_weights(run_dir))
-    tr, val = split.indices("train"), split.indices("val")
-    fit = fit_clinical_prior([data.samples[i] for i in tr], data.targets[tr], len(card.labels),
-                             [data.samples[i] for i in val], data.targets[val],
-                             predict_logits(model, data.pixels[val], mean, std, device))
-    scores = fit.val_balanced_accuracy
-    print(f"edgeskin train: clinical prior weight {fit.prior.scale:g}; val balanced accuracy "
-          f"{scores[0.0]:.4f} without it, {scores[fit.prior.scale]:.4f} with it")
-    card = card.replace(clinical={**fit.prior.to_dict(), "fitted_on": "training split (context), validation (weight)",
-                                  "val_balanced_accuracy": {f"{k:g}": v for k, v in scores.items()}})
-    card.save(run_dir)
-    return card
+    val = split.indices("val")
+    return add_prior(card, run_dir, data, split, predict_logits(model, data.pixels[val], mean, std, device))
 
 
 def _write_card(cfg, run_dir, data, split, model, mean, std, state, hardware: str) -> ModelCard:
