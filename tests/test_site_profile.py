@@ -11,7 +11,7 @@ import pytest
 
 from conftest import one_line_error, run_edge
 from edge_runtime.errors import EdgeRuntimeError
-from edge_runtime.site import fit_profile, read_profile
+from edge_runtime.site import fit_profile, folds, read_profile
 
 LABELS = ["bcc", "mel", "nv"]
 CARD = {"labels": LABELS, "positive_label": "mel", "malignant_labels": ["bcc", "mel"],
@@ -64,6 +64,26 @@ def test_without_a_target_the_card_operating_point_is_kept_and_too_few_positives
     assert 0 < np.sum(y_few == 1) < 10
     with pytest.raises(EdgeRuntimeError, match=r"few\.csv has \d 'mel' photos; a site profile needs at least 10"):
         fit_profile(z, y_few, CARD, 0.7, "s", "few.csv")
+
+
+def test_cross_validated_figures_are_out_of_sample():
+    # Ten melanomas, the first the hardest to call: a recall target of 1.0 is met in-sample by an
+    # offset just above its margin, but the fold holding it was fitted without it and misses it.
+    rng = np.random.default_rng(0)
+    y = np.array([1] * 10 + [2] * 30 + [0] * 10)
+    z = rng.normal(scale=0.1, size=(len(y), 3))
+    z[np.arange(len(y)), y] += 3.0
+    z[:10, 1] -= np.r_[3.0, np.linspace(0.2, 1.0, 9)] + 3.0  # melanoma margins: 3.x for the first, <= 1.x else
+    p = fit_profile(z, y, CARD, 1.0, "s", "s.csv")
+    assert p["operating_point"]["site_after"]["recall"] == 1.0
+    assert p["cross_validated"]["decisions"]["recall"] == 0.9
+    assert list(folds(y)[:10]) == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]  # contiguous: a lesion's photos stay together
+    # On a large site the same fit holds out of sample: cross-validated ~ in-sample.
+    z, y = _site(seed=3, n=4000)
+    p = fit_profile(z, y, CARD, 0.7, "s", "s.csv")
+    cv, fitted = p["cross_validated"], p["operating_point"]["site_after"]
+    assert cv["folds"] == 5 and abs(cv["decisions"]["recall"] - fitted["recall"]) < 0.03
+    assert abs(cv["referred"]["malignant"] - p["site_referred"]["malignant"]) < 0.03
 
 
 def test_profile_is_refused_for_another_model_or_when_it_is_not_one(tmp_path):
@@ -123,7 +143,7 @@ def test_calibrate_then_predict_and_benchmark_use_the_site_thresholds(exported_t
             "'--min-recall', '0.95', '--site-name', 'clinic-b']))\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
-    assert "mel recall" in proc.stdout and "--site" in proc.stdout
+    assert "mel recall" in proc.stdout and "--site" in proc.stdout and "(5-fold)" in proc.stdout
     p = json.loads(prof.read_text())
     assert p["site"] == "clinic-b" and p["n_images"] == 240 and p["operating_point"]["site_after"]["recall"] >= 0.95
     plain, sited = Classifier.load(model), Classifier.load(model, site=prof)

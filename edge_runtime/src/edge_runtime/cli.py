@@ -105,7 +105,15 @@ def _calibrate(args) -> None:
         print(f"  refer at malignant risk >= {cal['refer_at_risk']:.0%} (card: "
               f"{'none' if card_refer is None else format(card_refer, '.0%')}): refers "
               f"{referred['malignant']:.0%} of this site's malignant photos{benign}")
-    print(f"  in-sample figures; use it with: edge_runtime predict {args.model} IMAGE --site {args.out}")
+    cv = p["cross_validated"]
+    line = (f"  on photos it was not fitted on ({cv['folds']}-fold): {point['label'] if point else 'positive'} "
+            f"recall {cv['decisions']['recall']:.2f}, balanced accuracy {cv['decisions']['balanced_accuracy']:.3f}")
+    if cv["referred"] is not None:
+        benign = "" if cv["referred"]["benign"] is None else f", {cv['referred']['benign']:.0%} of benign"
+        line += f"; refers {cv['referred']['malignant']:.0%} of malignant{benign}"
+    print(line)
+    print(f"  (the figures above it are in-sample); use it with: edge_runtime predict {args.model} IMAGE "
+          f"--site {args.out}")
 
 
 def parser() -> argparse.ArgumentParser:

@@ -13,6 +13,12 @@ what a clinic can refit with a few hundred labelled photos, and on the device it
 `predict`, `benchmark` and `serve --site PROFILE` use them instead of the card's. The card's
 temperature and uncertainty thresholds stay: they need more photos than a site usually has.
 
+Figures fitted and scored on the same photos flatter the profile (with 10 melanomas, a recall
+target of 1.0 is always met in-sample). So the profile also says what the same fit does on photos
+it did not see: 5-fold cross-validation, each class cut into 5 contiguous runs of its photos in
+file order (list a lesion's photos together), each fold decided by thresholds fitted on the other
+four (`cross_validated`).
+
 The fitting functions here are also what `edgeskin export` uses for the card's own thresholds.
 """
 
@@ -22,6 +28,7 @@ import json
 import math
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +38,7 @@ from edge_runtime.errors import EdgeRuntimeError
 PROFILE_KIND = "edge_runtime site profile"
 PROFILE_VERSION = 1
 MIN_POSITIVES = 10  # fewer positive photos give a recall in steps of more than 10 points
+FOLDS = 5
 
 
 def valid_recall(value: float) -> bool:
@@ -76,6 +84,66 @@ def decisions(logits: np.ndarray, targets: np.ndarray, k: int) -> dict:
             "balanced_accuracy": round(float(np.mean(recalls)), 4)}
 
 
+@dataclass(frozen=True)
+class Thresholds:
+    offsets: np.ndarray  # added to the logits (the operating point)
+    refer: float | None  # malignant risk at or above which a photo is referred
+
+
+def _fit(logits: np.ndarray, targets: np.ndarray, k: int, min_recall: float | None, offsets: np.ndarray,
+         temperature: float, sensitivity: float, malignant: list[int]) -> Thresholds:
+    """The operating point (when there is a recall target) and the referral threshold, on these photos."""
+    if min_recall is not None:
+        offsets = np.zeros(len(offsets))
+        offsets[k] = recall_offset(logits, targets, k, min_recall)
+    is_malignant = np.isin(targets, malignant)
+    refer = None
+    if malignant and is_malignant.any():
+        refer = risk_threshold(_risk(logits + offsets, temperature, malignant)[is_malignant], sensitivity)
+    return Thresholds(offsets, refer)
+
+
+def _risk(logits: np.ndarray, temperature: float, malignant: list[int]) -> np.ndarray:
+    return softmax(logits, temperature)[:, malignant].sum(1)
+
+
+def _referred(risk: np.ndarray, refer: np.ndarray | float, is_malignant: np.ndarray) -> dict:
+    """What the referral threshold costs here: a model that cannot tell this site's lesions apart
+    refers nearly every benign one too, and the clinic should know before relying on it."""
+    sent = risk >= refer
+    return {"malignant": round(float(np.mean(sent[is_malignant])), 4),
+            "benign": None if is_malignant.all() else round(float(np.mean(sent[~is_malignant])), 4)}
+
+
+def folds(targets: np.ndarray, n_folds: int = FOLDS) -> np.ndarray:
+    """Each photo's fold: each class's photos cut into `n_folds` contiguous runs in file order, so
+    every fold holds its share of every class, and the photos of one lesion, listed together,
+    stay in one fold (dealt round-robin, a fold would be scored on a lesion it was fitted on)."""
+    fold = np.empty(len(targets), np.int64)
+    for c in np.unique(targets):
+        idx = np.flatnonzero(targets == c)
+        fold[idx] = np.arange(len(idx)) * n_folds // len(idx)
+    return fold
+
+
+def _cross_validated(logits: np.ndarray, targets: np.ndarray, k: int, fit, temperature: float,
+                     malignant: list[int]) -> dict:
+    """Every photo decided by thresholds `fit` on the other folds: the profile's out-of-sample figures."""
+    fold = folds(targets)
+    offsets = np.zeros_like(logits)
+    refer = np.full(len(targets), np.nan)
+    for f in range(FOLDS):
+        held, rest = fold == f, fold != f
+        t = fit(logits[rest], targets[rest])
+        offsets[held] = t.offsets
+        refer[held] = np.nan if t.refer is None else t.refer
+    out = {"folds": FOLDS, "decisions": decisions(logits + offsets, targets, k), "referred": None}
+    is_malignant = np.isin(targets, malignant)
+    if is_malignant.any() and not np.isnan(refer).any():
+        out["referred"] = _referred(_risk(logits + offsets, temperature, malignant), refer, is_malignant)
+    return out
+
+
 def fit_profile(logits: np.ndarray, targets: np.ndarray, card: dict, min_recall: float | None,
                 site: str, source: str) -> dict:
     """A site profile from raw logits (before the card's offsets) of labelled photos."""
@@ -89,33 +157,28 @@ def fit_profile(logits: np.ndarray, targets: np.ndarray, card: dict, min_recall:
                                f"least {MIN_POSITIVES} to fit on (add labelled {positive!r} photos)")
     if min_recall is None:
         min_recall = card_point.get("min_recall")
-    offsets = np.asarray(card_point.get("offsets") or [0.0] * len(labels), np.float64)
-    point = None
-    if min_recall is not None:
-        check_min_recall(min_recall)
-        card_offsets = offsets
-        offsets = np.zeros(len(labels))
-        offsets[k] = recall_offset(logits, targets, k, min_recall)
-        point = {"label": positive, "min_recall": min_recall, "offsets": [round(float(o), 6) for o in offsets],
-                 "site_with_card": decisions(logits + card_offsets, targets, k),
-                 "site_after": decisions(logits + offsets, targets, k)}
+    check_min_recall(min_recall)
+    card_offsets = np.asarray(card_point.get("offsets") or [0.0] * len(labels), np.float64)
     cal = card.get("calibration") or {}
-    sensitivity = float(cal.get("refer_sensitivity") or 0.9)
+    sensitivity, temperature = float(cal.get("refer_sensitivity") or 0.9), float(cal.get("temperature") or 1.0)
     malignant = [labels.index(m) for m in card.get("malignant_labels") or [] if m in labels]
-    refer, referred = None, None
+
+    def fit(z: np.ndarray, y: np.ndarray) -> Thresholds:
+        return _fit(z, y, k, min_recall, card_offsets, temperature, sensitivity, malignant)
+    t = fit(logits, targets)
+    point = None if min_recall is None else {
+        "label": positive, "min_recall": min_recall, "offsets": [round(float(o), 6) for o in t.offsets],
+        "site_with_card": decisions(logits + card_offsets, targets, k),
+        "site_after": decisions(logits + t.offsets, targets, k)}
     is_malignant = np.isin(targets, malignant)
-    if malignant and is_malignant.any():
-        risk = softmax(logits + offsets, float(cal.get("temperature") or 1.0))[:, malignant].sum(1)
-        refer = risk_threshold(risk[is_malignant], sensitivity)
-        # What that sensitivity costs here: a model that cannot tell this site's lesions apart
-        # refers nearly every benign one too, and the clinic should know before relying on it.
-        referred = {"malignant": round(float(np.mean(risk[is_malignant] >= refer)), 4),
-                    "benign": None if is_malignant.all() else round(float(np.mean(risk[~is_malignant] >= refer)), 4)}
+    referred = None if t.refer is None else \
+        _referred(_risk(logits + t.offsets, temperature, malignant), t.refer, is_malignant)
     return {"kind": PROFILE_KIND, "version": PROFILE_VERSION, "site": site, "fitted_on": source,
             "n_images": int(len(targets)), "counts": counts, "operating_point": point,
-            "calibration": {"refer_at_risk": refer, "refer_sensitivity": sensitivity, "card_refer_at_risk":
+            "calibration": {"refer_at_risk": t.refer, "refer_sensitivity": sensitivity, "card_refer_at_risk":
                             cal.get("refer_at_risk")}, "site_referred": referred,
-            "note": "thresholds fitted on these photos; the site_* figures are in-sample"}
+            "cross_validated": _cross_validated(logits, targets, k, fit, temperature, malignant),
+            "note": "thresholds fitted on these photos; the site_* figures are in-sample, cross_validated's are not"}
 
 
 def write_profile(path: Path, profile: dict, model_file: str, sha256: str) -> dict:
