@@ -2,13 +2,16 @@
 scored on the lesion-grouped HAM10000 test split through edge_runtime's LiteRT backend.
 
     python benchmarks/ham10000_winner.py --row ROW [--ablation runs/ablation/ham10000] [--reuse]
-                                         [--calib-images 1000] [--min-recall 0.7]
+                                         [--calib-images 1000] [--min-recall 0.7] [--clinical]
 
 Exports `--target tflite --precision int8 --int8-from fp32 --calib-images N` (default 1000) for
 every seed run of ROW (unless --reuse and the file exists), then scores torch fp32 and the int8 file side by side on the test
 split: balanced accuracy (seed mean, paired-bootstrap 95% CI), melanoma recall and AUC, size.
 With --min-recall R the files carry the operating point `edgeskin export --min-recall R` fits on
-validation, and both sides are scored with its offsets, as edge_runtime decides.
+validation, and both sides are scored with its offsets, as edge_runtime decides. With --clinical
+each run first gets its clinical prior (`edgeskin prior`, fitted on its own split), so the file
+carries it and the operating point is fitted with it; both sides add it from each test image's
+age, sex and body site.
 Writes benchmarks/results/ham10000_winner_int8.{json,md}.
 """
 
@@ -25,11 +28,13 @@ import torch
 
 from edgeskin.benchmark.ablation import Scored, paired_bootstrap, seed_row
 from edgeskin.card import ModelCard
+from edgeskin.config import PriorConfig
 from edgeskin.evaluate.run import load_run_model, run_data
 from edgeskin.export.tflite import LiteRTRunner
 from edgeskin.export.validate import run_artifact
 from edgeskin.fileio import write_json, write_text
 from edgeskin.predict import predict_logits, softmax
+from edgeskin.train.clinical import card_context_logits, fit_run_prior
 
 HERE = Path(__file__).resolve().parent
 SIZE_LIMIT_MB = 5.0
@@ -39,9 +44,10 @@ def export_int8(run: Path, reuse: bool, calib_images: int, min_recall: float | N
     card = ModelCard.load(run)
     path = run / "export" / f"{card.backbone}_int8.tflite"
     side = Path(f"{path}.json")
-    point = json.loads(side.read_text())["model_card"].get("operating_point") if side.is_file() else None
-    same_point = (point or {}).get("min_recall") == min_recall
-    if not (reuse and path.is_file() and same_point):
+    exported = json.loads(side.read_text())["model_card"] if side.is_file() else {}
+    same = ((exported.get("operating_point") or {}).get("min_recall") == min_recall
+            and exported.get("clinical") == card.clinical)
+    if not (reuse and path.is_file() and same):
         point_args = ["--min-recall", str(min_recall)] if min_recall is not None else []
         subprocess.run([sys.executable, "-m", "edgeskin", "export", str(run), "--target", "tflite", "--precision",
                         "int8", "--int8-from", "fp32", "--calib-images", str(calib_images), "--allow-degraded",
@@ -49,12 +55,16 @@ def export_int8(run: Path, reuse: bool, calib_images: int, min_recall: float | N
     return path
 
 
-def score(run: Path, tflite: Path, offsets: np.ndarray) -> tuple[Scored, Scored]:
-    """(int8 file, torch fp32), both decided with the exported card's operating-point offsets."""
+def score(run: Path, tflite: Path, device_card: ModelCard) -> tuple[Scored, Scored]:
+    """(int8 file, torch fp32), both decided as the device decides with the exported card: its
+    clinical prior from each test image's context, if it has one, then its operating-point offsets."""
     card = ModelCard.load(run)
     data, split = run_data(run, card)
     test = split.indices("test")
     pixels, y, pre = data.pixels[test], data.targets[test], card.preprocessing
+    offsets = np.asarray(device_card.offsets)
+    if device_card.clinical:
+        offsets = offsets + card_context_logits(device_card.clinical, [data.samples[i] for i in test])
     logits, _ = run_artifact(LiteRTRunner(tflite), pixels, pre.mean, pre.std)
     ref = predict_logits(load_run_model(run, card, torch.device("cpu")), pixels, pre.mean, pre.std,
                          torch.device("cpu"))
@@ -70,6 +80,8 @@ def main() -> int:
     ap.add_argument("--calib-images", type=int, default=1000, help="training images calibrating the int8 files")
     ap.add_argument("--min-recall", type=float, default=None,
                     help="export each file with this melanoma operating point (edgeskin export --min-recall)")
+    ap.add_argument("--clinical", action="store_true",
+                    help="fit each run's clinical prior first (edgeskin prior); the files carry it")
     args = ap.parse_args()
     table = json.loads((Path(args.ablation) / "ablation.json").read_text())
     row = next((r for r in table["rows"] if r["name"] == args.row), None)
@@ -80,12 +92,16 @@ def main() -> int:
     seeds, int8s, fp32s = {}, [], []
     for seed, info in row["per_seed"].items():
         run = Path(info["run"])
+        if args.clinical and not (args.reuse and ModelCard.load(run).clinical):
+            fit_run_prior(PriorConfig(run=str(run), device="cpu"))
         tflite = export_int8(run, args.reuse, args.calib_images, args.min_recall)
         exported = json.loads(Path(f"{tflite}.json").read_text())
-        q, f = score(run, tflite, np.asarray(ModelCard.from_dict(exported["model_card"]).offsets))
+        device_card = ModelCard.from_dict(exported["model_card"])
+        q, f = score(run, tflite, device_card)
         point = exported["model_card"].get("operating_point")
         seeds[seed] = {"run": str(run), "file": str(tflite), "size_mb": round(tflite.stat().st_size / 2**20, 3),
                        "mel_offset": max(point["offsets"]) if point else 0.0,
+                       "clinical_scale": device_card.clinical["scale"] if device_card.clinical else None,
                        "export_status": exported["status"], "export_failures": exported["failures"],
                        "val_top1_agreement": exported["validation"]["top1_agreement"],
                        "int8": seed_row(q), "torch_fp32": seed_row(f),
@@ -94,7 +110,7 @@ def main() -> int:
         fp32s.append(f)
     mean = lambda key, src: float(np.mean([s[src][key] for s in seeds.values()]))  # noqa: E731
     result = {"row": args.row, "recipe_overrides": row["overrides"], "base": table["base"], "seeds": seeds,
-              "calib_images": args.calib_images, "min_recall": args.min_recall,
+              "calib_images": args.calib_images, "min_recall": args.min_recall, "clinical": args.clinical,
               "int8": {"balanced_accuracy": mean("balanced_accuracy", "int8"),
                        "balanced_accuracy_ci95": paired_bootstrap(int8s, 1000),
                        "mel_recall": mean("mel_recall", "int8"), "mel_auc": mean("mel_auc", "int8")},
@@ -123,10 +139,18 @@ def render(r: dict) -> str:
         lines += [f"Operating point: `edgeskin export --min-recall {r['min_recall']}` added to each file's card the "
                   "smallest melanoma logit offset that reaches that melanoma recall on the validation split; "
                   "edge_runtime adds it before deciding, and both columns below are scored with it.", ""]
-    lines += ["| seed | export | size MB | mel offset | int8 bal. acc. | fp32 bal. acc. | int8 mel recall | "
-              "int8 mel AUC | test top-1 agreement |", "|---|---|---|---|---|---|---|---|---|"]
+    if r.get("clinical"):  # its weight per run: 0 where validation found the context no help
+        lines += ["Clinical prior: each run's prior (`edgeskin prior`: age, sex and body site, fitted on its training "
+                  "split, its weight on validation) is in each file's card; edge_runtime adds it from the photo's "
+                  "context, both columns below add it from each test image's recorded context, and the operating "
+                  "point was fitted with it.", ""]
+    prior = r.get("clinical")
+    lines += ["| seed | export | size MB | mel offset | " + ("prior weight | " if prior else "") + "int8 bal. acc. | "
+              "fp32 bal. acc. | int8 mel recall | int8 mel AUC | test top-1 agreement |",
+              "|---" * (10 if prior else 9) + "|"]
     for seed, s in r["seeds"].items():
-        lines.append(f"| {seed} | {s['export_status']} | {s['size_mb']:.2f} | {s.get('mel_offset', 0.0):.3f} | "
+        weight = f"{s['clinical_scale']:g} | " if prior else ""
+        lines.append(f"| {seed} | {s['export_status']} | {s['size_mb']:.2f} | {s.get('mel_offset', 0.0):.3f} | {weight}"
                      f"{s['int8']['balanced_accuracy']:.3f} | "
                      f"{s['torch_fp32']['balanced_accuracy']:.3f} | {s['int8']['mel_recall']:.3f} | "
                      f"{s['int8']['mel_auc']:.3f} | {s['test_top1_agreement']:.3f} |")
