@@ -78,6 +78,14 @@ def test_cross_validated_figures_are_out_of_sample():
     assert p["operating_point"]["site_after"]["recall"] == 1.0
     assert p["cross_validated"]["decisions"]["recall"] == 0.9
     assert list(folds(y)[:10]) == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]  # contiguous: a lesion's photos stay together
+    # The hardest melanoma photographed twice, listed apart: folded by photo, its twin is in the
+    # fitting folds (a leak, recall 1.0); folded by lesion, both photos are missed together.
+    z2, y2 = np.vstack([z, z[:1]]), np.r_[y, 1]
+    lesions = [f"l{i}" for i in range(len(y))] + ["l0"]
+    assert fit_profile(z2, y2, CARD, 1.0, "s", "s.csv")["cross_validated"]["decisions"]["recall"] == 1.0
+    grouped = fit_profile(z2, y2, CARD, 1.0, "s", "s.csv", lesions)["cross_validated"]
+    assert grouped["grouped_by"] == "lesion_id" and grouped["decisions"]["recall"] == round(9 / 11, 4)
+    assert folds(y2, lesions)[0] == folds(y2, lesions)[-1]
     # On a large site the same fit holds out of sample: cross-validated ~ in-sample.
     z, y = _site(seed=3, n=4000)
     p = fit_profile(z, y, CARD, 0.7, "s", "s.csv")
@@ -119,14 +127,14 @@ def test_cross_fitted_site_profile_restores_what_the_card_promised_on_a_shifted_
 
 @pytest.fixture(scope="module")
 def site_csv(synth_root, tmp_path_factory):
-    """The synthetic images as a clinic's labelled photos: a CSV with path,label."""
+    """The synthetic images as a clinic's labelled photos: a CSV with path,label,lesion_id."""
     from edgeskin.data.readers import read_dataset
 
     path = tmp_path_factory.mktemp("site") / "clinic.csv"
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["path", "label"])
-        w.writerows((s.path, s.dx) for s in read_dataset(synth_root).samples)
+        w.writerow(["path", "label", "lesion_id"])
+        w.writerows((s.path, s.dx, s.lesion_id) for s in read_dataset(synth_root).samples)
     return path
 
 
@@ -146,6 +154,7 @@ def test_calibrate_then_predict_and_benchmark_use_the_site_thresholds(exported_t
     assert "mel recall" in proc.stdout and "--site" in proc.stdout and "(5-fold)" in proc.stdout
     p = json.loads(prof.read_text())
     assert p["site"] == "clinic-b" and p["n_images"] == 240 and p["operating_point"]["site_after"]["recall"] >= 0.95
+    assert p["cross_validated"]["grouped_by"] == "lesion_id"  # the CSV's lesion_id column
     plain, sited = Classifier.load(model), Classifier.load(model, site=prof)
     assert sited.describe["site"] == "clinic-b" and sited.describe["operating_point"]["min_recall"] == 0.95
     assert sited.calibration["refer_at_risk"] == p["calibration"]["refer_at_risk"]

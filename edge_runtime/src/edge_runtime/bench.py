@@ -67,6 +67,7 @@ class LabelledPhoto:
     path: Path
     label: str
     context: Context | None = None  # age, sex, site columns of a CSV; None for class folders
+    lesion: str | None = None  # a CSV's lesion_id: photos of one lesion are kept together when folded
 
 
 def _age(value: str, where: str) -> float | None:
@@ -78,7 +79,7 @@ def _age(value: str, where: str) -> float | None:
 
 def labelled_images(data: Path) -> list[LabelledPhoto]:
     """A CSV with `path,label` columns (paths relative to it; optional `age,sex,site` give each
-    photo's clinical context), or a folder of class folders."""
+    photo's clinical context, optional `lesion_id` its lesion), or a folder of class folders."""
     if data.is_file():
         with open(data, newline="") as f:
             reader = csv.DictReader(f)
@@ -89,7 +90,8 @@ def labelled_images(data: Path) -> list[LabelledPhoto]:
         has_context = bool({"age", "sex", "site"} & columns)
         return [LabelledPhoto(data.parent / r["path"], r["label"],
                               Context(_age(r.get("age") or "", f"{data}:{i}"), r.get("sex") or None,
-                                      r.get("site") or None) if has_context else None)
+                                      r.get("site") or None) if has_context else None,
+                              r.get("lesion_id") or None)
                 for i, r in enumerate(rows, start=2)]
     if data.is_dir():
         return [LabelledPhoto(p, d.name) for d in sorted(data.iterdir()) if d.is_dir()

@@ -151,7 +151,7 @@ def parser() -> argparse.ArgumentParser:
                        "labelled photos; writes a site profile for --site")
     c.add_argument("model")
     c.add_argument("--data", type=Path, required=True,
-                   help="CSV with path,label[,age,sex,site] columns, or a folder of class folders")
+                   help="CSV with path,label[,age,sex,site,lesion_id] columns, or a folder of class folders")
     c.add_argument("--out", type=Path, required=True, help="the site profile to write (.json)")
     c.add_argument("--min-recall", type=float, help="recall the positive class (melanoma) must reach on these "
                    "photos (default: the card's own target; none: keep the card's operating point)")

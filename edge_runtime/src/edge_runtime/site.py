@@ -15,9 +15,9 @@ temperature and uncertainty thresholds stay: they need more photos than a site u
 
 Figures fitted and scored on the same photos flatter the profile (with 10 melanomas, a recall
 target of 1.0 is always met in-sample). So the profile also says what the same fit does on photos
-it did not see: 5-fold cross-validation, each class cut into 5 contiguous runs of its photos in
-file order (list a lesion's photos together), each fold decided by thresholds fitted on the other
-four (`cross_validated`).
+it did not see: 5-fold cross-validation, each fold decided by thresholds fitted on the other four
+(`cross_validated`). Each class's lesions (a CSV's `lesion_id`; without one, each photo) are cut
+into 5 contiguous runs in file order, so no lesion is scored by thresholds fitted on its own photos.
 
 The fitting functions here are also what `edgeskin export` uses for the card's own thresholds.
 """
@@ -30,6 +30,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -115,21 +116,26 @@ def _referred(risk: np.ndarray, refer: np.ndarray | float, is_malignant: np.ndar
             "benign": None if is_malignant.all() else round(float(np.mean(sent[~is_malignant])), 4)}
 
 
-def folds(targets: np.ndarray, n_folds: int = FOLDS) -> np.ndarray:
-    """Each photo's fold: each class's photos cut into `n_folds` contiguous runs in file order, so
-    every fold holds its share of every class, and the photos of one lesion, listed together,
-    stay in one fold (dealt round-robin, a fold would be scored on a lesion it was fitted on)."""
-    fold = np.empty(len(targets), np.int64)
+def folds(targets: np.ndarray, lesions: Sequence[str] | None = None, n_folds: int = FOLDS) -> np.ndarray:
+    """Each photo's fold. Each class's lesions (in order of first appearance; without `lesions`,
+    each photo is its own) are cut into `n_folds` contiguous runs, so every fold holds its share of
+    every class and a lesion's photos share one fold. Without lesion ids, photos of one lesion
+    listed together still do (dealt round-robin, they would not)."""
+    units = list(range(len(targets))) if lesions is None else list(lesions)
+    first = {}  # unit -> its first photo, in file order
+    for i, u in enumerate(units):
+        first.setdefault(u, i)
+    unit_fold = {}
     for c in np.unique(targets):
-        idx = np.flatnonzero(targets == c)
-        fold[idx] = np.arange(len(idx)) * n_folds // len(idx)
-    return fold
+        mine = [u for u, i in first.items() if targets[i] == c]
+        unit_fold.update({u: r * n_folds // len(mine) for r, u in enumerate(mine)})
+    return np.array([unit_fold[u] for u in units], np.int64)
 
 
 def _cross_validated(logits: np.ndarray, targets: np.ndarray, k: int, fit, temperature: float,
-                     malignant: list[int]) -> dict:
+                     malignant: list[int], lesions: Sequence[str] | None) -> dict:
     """Every photo decided by thresholds `fit` on the other folds: the profile's out-of-sample figures."""
-    fold = folds(targets)
+    fold = folds(targets, lesions)
     offsets = np.zeros_like(logits)
     refer = np.full(len(targets), np.nan)
     for f in range(FOLDS):
@@ -137,7 +143,8 @@ def _cross_validated(logits: np.ndarray, targets: np.ndarray, k: int, fit, tempe
         t = fit(logits[rest], targets[rest])
         offsets[held] = t.offsets
         refer[held] = np.nan if t.refer is None else t.refer
-    out = {"folds": FOLDS, "decisions": decisions(logits + offsets, targets, k), "referred": None}
+    out = {"folds": FOLDS, "grouped_by": "photo" if lesions is None else "lesion_id",
+           "decisions": decisions(logits + offsets, targets, k), "referred": None}
     is_malignant = np.isin(targets, malignant)
     if is_malignant.any() and not np.isnan(refer).any():
         out["referred"] = _referred(_risk(logits + offsets, temperature, malignant), refer, is_malignant)
@@ -145,8 +152,9 @@ def _cross_validated(logits: np.ndarray, targets: np.ndarray, k: int, fit, tempe
 
 
 def fit_profile(logits: np.ndarray, targets: np.ndarray, card: dict, min_recall: float | None,
-                site: str, source: str) -> dict:
-    """A site profile from raw logits (before the card's offsets) of labelled photos."""
+                site: str, source: str, lesions: Sequence[str] | None = None) -> dict:
+    """A site profile from raw logits (before the card's offsets) of labelled photos; `lesions`:
+    each photo's lesion id, if known, which keeps a lesion's photos in one cross-validation fold."""
     labels = list(card["labels"])
     card_point = card.get("operating_point") or {}
     positive = card_point.get("label") or card["positive_label"]
@@ -177,7 +185,7 @@ def fit_profile(logits: np.ndarray, targets: np.ndarray, card: dict, min_recall:
             "n_images": int(len(targets)), "counts": counts, "operating_point": point,
             "calibration": {"refer_at_risk": t.refer, "refer_sensitivity": sensitivity, "card_refer_at_risk":
                             cal.get("refer_at_risk")}, "site_referred": referred,
-            "cross_validated": _cross_validated(logits, targets, k, fit, temperature, malignant),
+            "cross_validated": _cross_validated(logits, targets, k, fit, temperature, malignant, lesions),
             "note": "thresholds fitted on these photos; the site_* figures are in-sample, cross_validated's are not"}
 
 
@@ -221,7 +229,7 @@ def read_profile(path, model_name: str, sha256: str, n_labels: int) -> dict:
 
 def calibrate(model, data, out, min_recall: float | None = None, site: str | None = None, threads: int = 4,
               verify: bool = True) -> dict:
-    """Run the model on the site's labelled photos (a CSV path,label[,age,sex,site] or class
+    """Run the model on the site's labelled photos (a CSV path,label[,age,sex,site,lesion_id] or class
     folders), fit a profile and write it to `out`. With a clinical prior in the card, the
     thresholds are fitted on logits + prior, as predictions will be decided. Returns the profile as written."""
     from edge_runtime.bench import label_indices, labelled_images
@@ -238,5 +246,6 @@ def calibrate(model, data, out, min_recall: float | None = None, site: str | Non
     items = labelled_images(data)
     targets = label_indices(clf, items, data)
     logits = np.stack([clf.raw(open_rgb(it.path), False, it.context)[0] for it in items]).astype(np.float64)
-    profile = fit_profile(logits, targets, clf.artifact.card, min_recall, site or data.stem, str(data))
+    lesions = [it.lesion for it in items] if all(it.lesion for it in items) else None
+    profile = fit_profile(logits, targets, clf.artifact.card, min_recall, site or data.stem, str(data), lesions)
     return write_profile(out, profile, clf.artifact.path.name, clf.artifact.sha256)
