@@ -274,6 +274,10 @@ def score_run(run_dir: Path, post: str | None, device: torch.device, manifest: P
     ablation to add a row does not re-score every finished run."""
     key = {"version": SCORE_VERSION, "post": post, "weights": ModelCard.load(run_dir).weights["sha256"],
            "manifest": sha256_file(manifest)}
+    if _clinical(post) is not None:  # only the clinical rows are redone when the prior's fit changes
+        from edgeskin.train.clinical import PRIOR_RULE
+
+        key["prior_rule"] = PRIOR_RULE
     cache = run_dir / f"scores-{post or 'plain'}.npz"
     if cache.is_file():
         with np.load(cache) as z:
