@@ -86,6 +86,11 @@ def test_cross_validated_figures_are_out_of_sample():
     grouped = fit_profile(z2, y2, CARD, 1.0, "s", "s.csv", lesions)["cross_validated"]
     assert grouped["grouped_by"] == "lesion_id" and grouped["decisions"]["recall"] == round(9 / 11, 4)
     assert folds(y2, lesions)[0] == folds(y2, lesions)[-1]
+    # Every melanoma photo of one lesion: a fold would have none to fit on, so it says so, no crash.
+    one = [f"l{i}" for i in range(len(y))]
+    one[:10] = ["m"] * 10
+    single = fit_profile(z, y, CARD, 1.0, "s", "s.csv", one)["cross_validated"]
+    assert single["decisions"] is None and "without a positive photo" in single["skipped"]
     # On a large site the same fit holds out of sample: cross-validated ~ in-sample.
     z, y = _site(seed=3, n=4000)
     p = fit_profile(z, y, CARD, 0.7, "s", "s.csv")

@@ -106,8 +106,10 @@ def _calibrate(args) -> None:
               f"{'none' if card_refer is None else format(card_refer, '.0%')}): refers "
               f"{referred['malignant']:.0%} of this site's malignant photos{benign}")
     cv = p["cross_validated"]
-    line = (f"  on photos it was not fitted on ({cv['folds']}-fold): {point['label'] if point else 'positive'} "
-            f"recall {cv['decisions']['recall']:.2f}, balanced accuracy {cv['decisions']['balanced_accuracy']:.3f}")
+    line = f"  on photos it was not fitted on ({cv['folds']}-fold): " + (
+        f"not measured ({cv['skipped']})" if cv["decisions"] is None else
+        f"{point['label'] if point else 'positive'} recall {cv['decisions']['recall']:.2f}, "
+        f"balanced accuracy {cv['decisions']['balanced_accuracy']:.3f}")
     if cv["referred"] is not None:
         benign = "" if cv["referred"]["benign"] is None else f", {cv['referred']['benign']:.0%} of benign"
         line += f"; refers {cv['referred']['malignant']:.0%} of malignant{benign}"

@@ -136,6 +136,10 @@ def _cross_validated(logits: np.ndarray, targets: np.ndarray, k: int, fit, tempe
                      malignant: list[int], lesions: Sequence[str] | None) -> dict:
     """Every photo decided by thresholds `fit` on the other folds: the profile's out-of-sample figures."""
     fold = folds(targets, lesions)
+    out = {"folds": FOLDS, "grouped_by": "photo" if lesions is None else "lesion_id", "decisions": None,
+           "referred": None}
+    if any(not np.any(targets[fold != f] == k) for f in range(FOLDS)):  # e.g. one lesion, many photos
+        return {**out, "skipped": "a fold would be fitted without a positive photo; add other lesions' photos"}
     offsets = np.zeros_like(logits)
     refer = np.full(len(targets), np.nan)
     for f in range(FOLDS):
@@ -143,8 +147,7 @@ def _cross_validated(logits: np.ndarray, targets: np.ndarray, k: int, fit, tempe
         t = fit(logits[rest], targets[rest])
         offsets[held] = t.offsets
         refer[held] = np.nan if t.refer is None else t.refer
-    out = {"folds": FOLDS, "grouped_by": "photo" if lesions is None else "lesion_id",
-           "decisions": decisions(logits + offsets, targets, k), "referred": None}
+    out["decisions"] = decisions(logits + offsets, targets, k)
     is_malignant = np.isin(targets, malignant)
     if is_malignant.any() and not np.isnan(refer).any():
         out["referred"] = _referred(_risk(logits + offsets, temperature, malignant), refer, is_malignant)
