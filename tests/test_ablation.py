@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from edgeskin.benchmark.ablation import AblationConfig, Lever, Scored, paired_bootstrap, pick_tau, run_ablation
+from edgeskin.benchmark.ablation import AblationConfig, Lever, Scored, paired_bootstrap, run_ablation
+from edgeskin.benchmark.posthoc import fit_class_offsets, pick_tau
 from edgeskin.config import TrainConfig
 from edgeskin.errors import EdgeskinError
 from edgeskin.evaluate.metrics import balanced_accuracy
@@ -96,6 +97,30 @@ def test_logit_adjustment_picks_tau_on_validation():
     assert balanced_accuracy(y, (logits - tau * np.log(prior)).argmax(1)) > balanced_accuracy(y, logits.argmax(1))
 
 
+def test_class_thresholds_raise_validation_balanced_accuracy_and_can_overfit():
+    """Per-class offsets fitted on one split lift that split's balanced accuracy; on a fresh draw
+    of the same classes, a model with no bias gains nothing from them (the ablation row measures
+    the real size of that gap)."""
+    rng = np.random.default_rng(0)
+
+    def draw(n_rare: int):
+        y = np.array([0] * 300 + [1] * 60 + [2] * n_rare)
+        logits = np.eye(3)[y] * 1.2 + rng.normal(0, 1.0, (len(y), 3))
+        return logits, y
+    logits, y = draw(15)
+    biased = logits + np.array([0.8, 0.0, -0.8])  # class 0 over-called, the rare class under-called
+    offsets = fit_class_offsets(biased, y)
+    assert balanced_accuracy(y, (biased + offsets).argmax(1)) > balanced_accuracy(y, biased.argmax(1)) + 0.05
+    assert offsets[2] - offsets[0] > 0.5  # it undid the bias, roughly
+    # On an unbiased model the search still finds in-sample gains, which a fresh draw does not keep.
+    fitted = fit_class_offsets(logits, y)
+    assert balanced_accuracy(y, (logits + fitted).argmax(1)) >= balanced_accuracy(y, logits.argmax(1))
+    fresh, fy = draw(15)
+    gain_in = balanced_accuracy(y, (logits + fitted).argmax(1)) - balanced_accuracy(y, logits.argmax(1))
+    gain_out = balanced_accuracy(fy, (fresh + fitted).argmax(1)) - balanced_accuracy(fy, fresh.argmax(1))
+    assert gain_out < gain_in
+
+
 def test_paired_bootstrap_brackets_the_seed_mean():
     rng = np.random.default_rng(1)
     y = rng.integers(0, 3, 200)
@@ -112,11 +137,12 @@ def test_ablation_table_rows_seeds_split_and_resume(synth_root, tmp_path):
     levers = (Lever("base", "reference"),
               Lever("logit-adjust", "objective", post="logit_adjust", reuse="base"),
               Lever("bsm-ema", "objective", {"loss": "balanced_softmax", "ema_decay": 0.9}),
-              Lever("mel-op", "operating point", post="min_recall=1.0", reuse="bsm-ema"))
+              Lever("mel-op", "operating point", post="min_recall=1.0", reuse="bsm-ema"),
+              Lever("thresholds", "operating point", post="class_thresholds", reuse="bsm-ema"))
     cfg = AblationConfig(data=str(synth_root), recipe="demo", levers=levers, seeds=(0, 1),
                          base={**TINY, "epochs": 1}, out=str(tmp_path / "abl"), bootstrap=50)
     result = run_ablation(cfg)
-    assert [r["name"] for r in result["rows"]] == ["base", "logit-adjust", "bsm-ema", "mel-op"]
+    assert [r["name"] for r in result["rows"]] == ["base", "logit-adjust", "bsm-ema", "mel-op", "thresholds"]
     for row in result["rows"]:
         assert row["seeds"] == [0, 1]
         lo, hi = row["balanced_accuracy_ci95"]
@@ -135,6 +161,8 @@ def test_ablation_table_rows_seeds_split_and_resume(synth_root, tmp_path):
     for s in ("0", "1"):
         assert op[s]["offset"] >= 0 and op[s]["mel_recall"] >= src[s]["mel_recall"]
         assert op[s]["mel_auc"] == pytest.approx(src[s]["mel_auc"])  # one logit shifted: ranks within mel kept
+        # Per-class thresholds: one offset per class, from the validation split (not the test split).
+        assert len(result["rows"][4]["per_seed"][s]["offsets"]) == len(result["rows"][4]["per_seed"][s]["per_class_recall"])
     md = (tmp_path / "abl" / "ablation.md").read_text()
     assert "| logit-adjust | objective |" in md and "Per-class recall" in md
     # A re-run reuses finished runs (same weights file, untouched).
@@ -189,7 +217,7 @@ def test_ablation_refuses_a_reuse_of_a_later_row(synth_root, tmp_path):
     levers = (Lever("tta", "inference", post="tta", reuse="base"), Lever("base", "reference"))
     with pytest.raises(EdgeskinError, match="not an earlier row"):
         run_ablation(AblationConfig(data=str(synth_root), recipe="demo", levers=levers, out=str(tmp_path)))
-    for bad in ("magic", "min_recall=1.5", "min_recall=x"):
+    for bad in ("magic", "min_recall=1.5", "min_recall=x", "class_thresholds=1"):
         with pytest.raises(EdgeskinError, match="unknown post"):
             Lever("x", "y", post=bad)
 

@@ -27,6 +27,7 @@ from edge_runtime.preprocess import color_constancy
 from edge_runtime.site import valid_recall
 
 from edgeskin.benchmark.ablation_report import render_markdown
+from edgeskin.benchmark.posthoc import fit_class_offsets, pick_tau
 from edgeskin.card import ModelCard
 from edgeskin.config import TrainConfig, recipe_config
 from edgeskin.data.bundle import LabelledImages
@@ -44,9 +45,10 @@ from edgeskin.predict import describe_device, predict_logits, resolve_device, so
 # R: a recall in (0, 1], e.g. min_recall=0.7. clinical_unrecorded: the same run's test images sent
 # with no context, so no prior (what leaving the fields empty costs); +min_recall=R: the operating
 # point fitted on the validation logits with the prior, as `edgeskin export --min-recall` fits it.
-POST_LEVERS = ("logit_adjust", "tta", "min_recall=R", "clinical", "clinical_unrecorded", "clinical+min_recall=R")
+# class_thresholds: one logit offset per class, searched on validation balanced accuracy.
+POST_LEVERS = ("logit_adjust", "class_thresholds", "tta", "min_recall=R", "clinical", "clinical_unrecorded",
+               "clinical+min_recall=R")
 SCORE_VERSION = 2  # bump when scoring changes (shifts, TTA, tau grid, clinical fit): cached scores are redone
-TAU_GRID = tuple(np.round(np.arange(0.0, 2.01, 0.25), 2))
 
 
 @dataclass(frozen=True)
@@ -161,13 +163,6 @@ def _flip_tta(predict: Callable[[np.ndarray], np.ndarray], pixels: np.ndarray) -
     return np.mean([softmax(predict(np.ascontiguousarray(v))) for v in views], 0)
 
 
-def pick_tau(val_logits: np.ndarray, val_y: np.ndarray, log_prior: np.ndarray) -> float:
-    """Post-hoc logit adjustment (Menon et al. 2021): logits - tau*log(train prior), with tau picked
-    on validation balanced accuracy only (ties: the smallest tau)."""
-    scores = [balanced_accuracy(val_y, (val_logits - t * log_prior).argmax(1)) for t in TAU_GRID]
-    return float(TAU_GRID[int(np.argmax(scores))])
-
-
 @dataclass(frozen=True)
 class RowModel:
     """A run's model with its row's inference-time lever: `probs_of(pixels)` takes images before
@@ -221,6 +216,11 @@ def _probabilities(run_dir: Path, post: str | None, device: torch.device, manife
         log_prior = np.log(np.maximum(counts / counts.sum(), 1e-12))
         extra["tau"] = pick_tau(logits(data.pixels[val]), data.targets[val], log_prior)
         return RowModel(card, data, split, lambda px: softmax(logits(px) - extra["tau"] * log_prior), extra)
+    if post == "class_thresholds":
+        val = split.indices("val")
+        offsets = fit_class_offsets(logits(data.pixels[val]), data.targets[val])
+        extra["offsets"] = offsets.tolist()
+        return RowModel(card, data, split, lambda px: softmax(logits(px) + offsets), extra)
     min_recall = _min_recall(post)
     if min_recall is not None:  # the operating point `edgeskin export --min-recall` fits
         from edgeskin.export.calibrate import operating_point
