@@ -95,6 +95,16 @@ LEVERS = (
     Lever("sog+3x+distill+clinical", "clinical context", post="clinical", reuse="sog+3x+distill"),
     Lever("sog+3x+distill+clinical+mel-op", "clinical context", post="clinical+min_recall=0.7",
           reuse="sog+3x+distill"),
+    # The "decision thresholds tuned on validation only", for every class at once: one
+    # logit offset per class searched on validation balanced accuracy (mel-op fits only melanoma's).
+    Lever("sog+3x+distill+class-thresholds", "operating point", post="class_thresholds", reuse="sog+3x+distill"),
+    # A third generation at the same length, taught by the born-again students: how much does a
+    # better teacher alone still add (length held at 18 epochs)?
+    Lever("sog+3x+distill-g3", "distillation", {**SOG, "epochs": 18}, teacher="sog+3x+distill"),
+    Lever("sog+3x+distill-g3+mel-op", "operating point", post="min_recall=0.7", reuse="sog+3x+distill-g3"),
+    Lever("sog+3x+distill-g3+clinical", "clinical context", post="clinical", reuse="sog+3x+distill-g3"),
+    Lever("sog+3x+distill-g3+clinical+mel-op", "clinical context", post="clinical+min_recall=0.7",
+          reuse="sog+3x+distill-g3"),
 )
 
 

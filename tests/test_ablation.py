@@ -222,6 +222,10 @@ def test_ablation_refuses_a_reuse_of_a_later_row(synth_root, tmp_path):
             Lever("x", "y", post=bad)
 
 
+WINNER = "sog+3x+distill-g3"  # the trained row under the committed table's best row
+WINNER_CHAIN_EPOCHS = [18, 18, 12, 12]  # its epochs, then each teacher's: the recipe's docstring says so
+
+
 def test_named_recipe_reproduces_the_committed_ablation_winner():
     """`edgeskin train --recipe ham-edge-robust` is the best row of the committed HAM10000 ablation."""
     from pathlib import Path
@@ -234,16 +238,21 @@ def test_named_recipe_reproduces_the_committed_ablation_winner():
         return next(r for r in result["rows"] if r["name"] == name)
     best = best_row(result)
     trained = best if best["post"] is None else row(best["reuse"])
-    assert trained["name"] == "sog+3x+distill"
+    assert trained["name"] == WINNER
     clinical = (best["post"] or "").startswith("clinical")  # the prior `train --clinical` fits, as a post lever
 
     def fields(cfg, *drop):
         return {k: v for k, v in json.loads(json.dumps(cfg.to_dict())).items() if k not in ("name", "recipe", *drop)}
-    # The winner is the recipe, distilled from a chain of the recipe's own runs at 12 epochs.
+    # The winner is the recipe, distilled from a chain of the recipe's own runs (at 12 or 18 epochs)
+    # that starts from a run with no teacher.
     assert fields(recipe_config("ham-edge-robust", {})) == \
         fields(recipe_config(result["recipe"], {**result["base"], **trained["overrides"], "clinical": clinical}))
-    for r in (row(trained["teacher"]), row(row(trained["teacher"])["teacher"])):  # a prior never changes weights
-        assert fields(recipe_config("ham-edge-robust", {"epochs": 12}), "clinical") == \
+    chain = [trained]
+    while chain[-1].get("teacher"):
+        chain.append(row(chain[-1]["teacher"]))
+    assert [r["mean"]["epochs"] for r in chain] == WINNER_CHAIN_EPOCHS
+    for r in chain[1:]:  # a prior never changes weights: the teachers are compared without it
+        assert fields(recipe_config("ham-edge-robust", {"epochs": r["mean"]["epochs"]}), "clinical") == \
             fields(recipe_config(result["recipe"], {**result["base"], **r["overrides"]}), "clinical")
 
 
