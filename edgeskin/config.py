@@ -225,9 +225,9 @@ def ham_edge_robust() -> dict[str, Any]:
     ham-edge-int8's int8-exact CNN at 96x128 (the source's aspect ratio) with balanced-softmax
     loss and shades-of-gray colour constancy, 18 epochs. The winning row is a distillation chain:
     seeds 0-2 at --epochs 12, again at --epochs 12 with `--teacher` on those three runs, then this
-    recipe (18 epochs) with `--teacher` on the second three, with the clinical prior (the patient's
-    age, sex and body site; `--no-clinical` for data that records none); exported with
-    `--min-recall 0.7` (melanoma operating point). Give it more --epochs on a GPU."""
+    recipe (18 epochs) twice, each time with `--teacher` on the three runs before, with the clinical
+    prior (the patient's age, sex and body site; `--no-clinical` for data that records none);
+    exported with `--min-recall 0.7` (melanoma operating point). Give it more --epochs on a GPU."""
     return {**ham_edge_int8(), "input_size": (96, 128), "epochs": 18, "patience": 99,
             "loss": "balanced_softmax", "color_constancy": "shades_of_gray", "clinical": True,
             "name": "ham-edge-robust"}
