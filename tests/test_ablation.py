@@ -254,6 +254,12 @@ def test_named_recipe_reproduces_the_committed_ablation_winner():
     for r in chain[1:]:  # a prior never changes weights: the teachers are compared without it
         assert fields(recipe_config("ham-edge-robust", {"epochs": r["mean"]["epochs"]}), "clinical") == \
             fields(recipe_config(result["recipe"], {**result["base"], **r["overrides"]}), "clinical")
+    # The committed int8 files (benchmarks/ham10000_winner.py) are that row's runs, deployed with the
+    # best row's post levers, and score what the table says the same runs score in torch.
+    winner = json.loads((Path(__file__).parents[1] / "benchmarks/results/ham10000_winner_int8.json").read_text())
+    assert winner["row"] == trained["name"] and winner["clinical"] == clinical
+    assert f"min_recall={winner['min_recall']}" in (best["post"] or "")
+    assert abs(winner["int8"]["balanced_accuracy"] - best["mean"]["balanced_accuracy"]) < 0.01
 
 
 def test_site_holdout_scores_the_held_out_group_apart(synth_root, tmp_path):
