@@ -26,6 +26,7 @@ from pathlib import Path
 
 from edgeskin.benchmark.ablation import AblationConfig, Lever, run_ablation
 from edgeskin.benchmark.ablation_report import merge_tables, render_markdown
+from edgeskin.errors import EdgeskinError
 from edgeskin.fileio import write_json, write_text
 
 HERE = Path(__file__).resolve().parent
@@ -156,7 +157,11 @@ def main() -> int:
         write_json(path, table)
         write_text(path.with_suffix(".md"), render_markdown(table))
     else:
-        run_ablation(cfg)
+        try:
+            run_ablation(cfg)
+        except EdgeskinError as e:  # e.g. --rows without a reused or teacher row: one line, not a traceback
+            print(f"{e}{'; name it in --rows' if args.rows else ''}", file=sys.stderr)
+            return 2
     if kept is not None:
         merge_into(Path(args.out) / "ablation.json", kept)
     results = HERE / "results"

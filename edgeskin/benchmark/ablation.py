@@ -348,10 +348,12 @@ def run_ablation(cfg: AblationConfig) -> dict[str, Any]:
         raise EdgeskinError(f"lever names must be unique; got {names}")
     for lv in cfg.levers:
         if lv.reuse is not None and lv.reuse not in names[: names.index(lv.name)]:
-            raise EdgeskinError(f"lever {lv.name!r} reuses {lv.reuse!r}, which is not an earlier row")
+            raise EdgeskinError(f"lever {lv.name!r} reuses {lv.reuse!r}, which is not an earlier row; "
+                                f"run {lv.reuse!r} before it (its finished runs are reused, not retrained)")
         trained_before = [x.name for x in cfg.levers[: names.index(lv.name)] if x.reuse is None]
         if lv.teacher is not None and lv.teacher not in trained_before:
-            raise EdgeskinError(f"lever {lv.name!r} distils from {lv.teacher!r}, which is not an earlier trained row")
+            raise EdgeskinError(f"lever {lv.name!r} distils from {lv.teacher!r}, which is not an earlier trained row; "
+                                f"run {lv.teacher!r} and its own teachers before it (finished runs are reused)")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     manifest = shared_split(cfg)
