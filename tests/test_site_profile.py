@@ -86,6 +86,14 @@ def test_cross_validated_figures_are_out_of_sample():
     grouped = fit_profile(z2, y2, CARD, 1.0, "s", "s.csv", lesions)["cross_validated"]
     assert grouped["grouped_by"] == "lesion_id" and grouped["decisions"]["recall"] == round(9 / 11, 4)
     assert folds(y2, lesions)[0] == folds(y2, lesions)[-1]
+    assert grouped["photos_without_lesion_id"] == 0
+    # A lesion_id column filled in part: the ids given still keep the twins together, other photos fold alone.
+    partial = ["l0"] + [None] * (len(y) - 1) + ["l0"]
+    some = fit_profile(z2, y2, CARD, 1.0, "s", "s.csv", partial)["cross_validated"]
+    assert some["grouped_by"] == "lesion_id" and some["photos_without_lesion_id"] == len(y) - 1
+    assert some["decisions"]["recall"] == round(9 / 11, 4) and list(folds(y2, partial)) == list(folds(y2, lesions))
+    unknown = fit_profile(z2, y2, CARD, 1.0, "s", "s.csv", [None] * len(y2))["cross_validated"]
+    assert unknown["grouped_by"] == "photo" and unknown["decisions"]["recall"] == 1.0
     # Every melanoma photo of one lesion: a fold would have none to fit on, so it says so, no crash.
     one = [f"l{i}" for i in range(len(y))]
     one[:10] = ["m"] * 10
@@ -160,6 +168,7 @@ def test_calibrate_then_predict_and_benchmark_use_the_site_thresholds(exported_t
     p = json.loads(prof.read_text())
     assert p["site"] == "clinic-b" and p["n_images"] == 240 and p["operating_point"]["site_after"]["recall"] >= 0.95
     assert p["cross_validated"]["grouped_by"] == "lesion_id"  # the CSV's lesion_id column
+    assert p["cross_validated"]["photos_without_lesion_id"] == 0 and "no lesion_id" not in proc.stdout
     plain, sited = Classifier.load(model), Classifier.load(model, site=prof)
     assert sited.describe["site"] == "clinic-b" and sited.describe["operating_point"]["min_recall"] == 0.95
     assert sited.calibration["refer_at_risk"] == p["calibration"]["refer_at_risk"]
@@ -179,6 +188,23 @@ def test_calibrate_then_predict_and_benchmark_use_the_site_thresholds(exported_t
     out = json.loads(run_edge("predict", model, first, "--json", "--site", prof, check=True).stdout)
     assert out["label"] == plain.artifact.labels[int(np.argmax(raw + p["operating_point"]["offsets"]))]
     _served_with_profile(model, prof, first, sited)
+
+
+def test_calibrate_with_lesion_ids_filled_in_part_groups_those_it_has(exported_tiny, site_csv, tmp_path):
+    pytest.importorskip("ai_edge_litert", reason="the export extra is not installed")
+    rows = list(csv.DictReader(open(site_csv)))
+    for r in rows[::2]:
+        r["lesion_id"] = ""
+    part, prof = tmp_path / "part.csv", tmp_path / "part.json"
+    with open(part, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    proc = run_edge("calibrate", exported_tiny["tflite_int8"], "--data", part, "--out", prof, check=True)
+    blank = len(rows[::2])
+    assert f"{blank} photos have no lesion_id and were folded alone" in proc.stdout
+    cv = json.loads(prof.read_text())["cross_validated"]
+    assert cv["grouped_by"] == "lesion_id" and cv["photos_without_lesion_id"] == blank
 
 
 def _served_with_profile(model, prof, photo, sited):

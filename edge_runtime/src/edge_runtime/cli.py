@@ -114,6 +114,9 @@ def _calibrate(args) -> None:
         benign = "" if cv["referred"]["benign"] is None else f", {cv['referred']['benign']:.0%} of benign"
         line += f"; refers {cv['referred']['malignant']:.0%} of malignant{benign}"
     print(line)
+    if cv["grouped_by"] == "lesion_id" and cv["photos_without_lesion_id"]:
+        print(f"  {cv['photos_without_lesion_id']} photos have no lesion_id and were folded alone; fill it in "
+              "where a lesion has several photos, or they may be scored by thresholds fitted on their twins")
     print(f"  (the figures above it are in-sample); use it with: edge_runtime predict {args.model} IMAGE "
           f"--site {args.out}")
 

@@ -116,12 +116,13 @@ def _referred(risk: np.ndarray, refer: np.ndarray | float, is_malignant: np.ndar
             "benign": None if is_malignant.all() else round(float(np.mean(sent[~is_malignant])), 4)}
 
 
-def folds(targets: np.ndarray, lesions: Sequence[str] | None = None, n_folds: int = FOLDS) -> np.ndarray:
+def folds(targets: np.ndarray, lesions: Sequence[str | None] | None = None, n_folds: int = FOLDS) -> np.ndarray:
     """Each photo's fold. Each class's lesions (in order of first appearance; without `lesions`,
-    each photo is its own) are cut into `n_folds` contiguous runs, so every fold holds its share of
-    every class and a lesion's photos share one fold. Without lesion ids, photos of one lesion
-    listed together still do (dealt round-robin, they would not)."""
-    units = list(range(len(targets))) if lesions is None else list(lesions)
+    each photo is its own, and so is a photo whose id is None, as in edgeskin's own split) are cut
+    into `n_folds` contiguous runs, so every fold holds its share of every class and a lesion's
+    photos share one fold. Without lesion ids, photos of one lesion listed together still do
+    (dealt round-robin, they would not)."""
+    units = list(range(len(targets))) if lesions is None else [i if u is None else u for i, u in enumerate(lesions)]
     first = {}  # unit -> its first photo, in file order
     for i, u in enumerate(units):
         first.setdefault(u, i)
@@ -133,11 +134,13 @@ def folds(targets: np.ndarray, lesions: Sequence[str] | None = None, n_folds: in
 
 
 def _cross_validated(logits: np.ndarray, targets: np.ndarray, k: int, fit, temperature: float,
-                     malignant: list[int], lesions: Sequence[str] | None) -> dict:
+                     malignant: list[int], lesions: Sequence[str | None] | None) -> dict:
     """Every photo decided by thresholds `fit` on the other folds: the profile's out-of-sample figures."""
     fold = folds(targets, lesions)
-    out = {"folds": FOLDS, "grouped_by": "photo" if lesions is None else "lesion_id", "decisions": None,
-           "referred": None}
+    # Photos folded alone: a lesion photographed twice without an id can sit on both sides of a fold.
+    alone = len(targets) if lesions is None else sum(u is None for u in lesions)
+    out = {"folds": FOLDS, "grouped_by": "photo" if alone == len(targets) else "lesion_id",
+           "photos_without_lesion_id": alone, "decisions": None, "referred": None}
     if any(not np.any(targets[fold != f] == k) for f in range(FOLDS)):  # e.g. one lesion, many photos
         return {**out, "skipped": "a fold would be fitted without a positive photo; add other lesions' photos"}
     offsets = np.zeros_like(logits)
@@ -155,9 +158,9 @@ def _cross_validated(logits: np.ndarray, targets: np.ndarray, k: int, fit, tempe
 
 
 def fit_profile(logits: np.ndarray, targets: np.ndarray, card: dict, min_recall: float | None,
-                site: str, source: str, lesions: Sequence[str] | None = None) -> dict:
+                site: str, source: str, lesions: Sequence[str | None] | None = None) -> dict:
     """A site profile from raw logits (before the card's offsets) of labelled photos; `lesions`:
-    each photo's lesion id, if known, which keeps a lesion's photos in one cross-validation fold."""
+    each photo's lesion id (None where unknown), which keeps a lesion's photos in one cross-validation fold."""
     labels = list(card["labels"])
     card_point = card.get("operating_point") or {}
     positive = card_point.get("label") or card["positive_label"]
@@ -249,6 +252,7 @@ def calibrate(model, data, out, min_recall: float | None = None, site: str | Non
     items = labelled_images(data)
     targets = label_indices(clf, items, data)
     logits = np.stack([clf.raw(open_rgb(it.path), False, it.context)[0] for it in items]).astype(np.float64)
-    lesions = [it.lesion for it in items] if all(it.lesion for it in items) else None
+    # A partly filled lesion_id column still groups the photos it names (it used to be ignored).
+    lesions = [it.lesion for it in items] if any(it.lesion for it in items) else None
     profile = fit_profile(logits, targets, clf.artifact.card, min_recall, site or data.stem, str(data), lesions)
     return write_profile(out, profile, clf.artifact.path.name, clf.artifact.sha256)
