@@ -40,7 +40,7 @@ def cli() -> None:
 @click.option("--recipe", type=click.Choice(sorted(RECIPES)), help="Named setup; explicit options override it.")
 @click.option("--data", help="HAM10000 folder, CSV manifest (path,label,...), image-folder tree, or 'synthetic'.")
 @click.option("--task", type=click.Choice(TASK_CHOICES), help="multiclass: 7 HAM classes; binary: benign/malignant.")
-@click.option("--backbone", help="Any timm model name, or edgeskin_cnn_s / edgeskin_cnn_m.")
+@click.option("--backbone", help="Any timm model name, or edgeskin_cnn_s / _m / _l.")
 @click.option("--head", type=click.Choice(HEAD_CHOICES))
 @click.option("--input-size", callback=parse_size, help="SIZE or HEIGHTxWIDTH, e.g. 128 or 96x128.")
 @click.option("--epochs", type=int)

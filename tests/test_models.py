@@ -43,6 +43,18 @@ def test_mlp_head_shape_and_custom_cnn_is_a_timm_model():
     assert hasattr(model, CAM_LAYER)
 
 
+def test_custom_cnn_sizes_are_one_network_at_three_widths():
+    import timm
+
+    names = ["edgeskin_cnn_s", "edgeskin_cnn_m", "edgeskin_cnn_l"]
+    assert sorted(timm.list_models("edgeskin*")) == sorted(names)
+    models = [build_model(n, 7, input_size=NON_SQUARE) for n in names]
+    assert [m.backbone.num_features for m in models] == [128, 256, 384]
+    sizes = [sum(p.numel() for p in m.parameters()) for m in models]
+    assert sizes[0] < sizes[1] < sizes[2] < 5_000_000  # the largest still fits a 5 MB int8 file
+    assert models[2](torch.randn(2, 3, *NON_SQUARE)).shape == (2, 7)
+
+
 def test_unknown_backbone_suggests_names():
     with pytest.raises(EdgeskinError, match=r"unknown backbone 'resnet81'.*did you mean"):
         build_model("resnet81", 7)
