@@ -213,6 +213,23 @@ def test_seeds_train_side_by_side_and_are_reused_on_other_hardware(synth_root, t
     assert (runs / "base-s0" / "best.pt").stat().st_mtime_ns != before and other["rows"][0]["mean"]["epochs"] == 2
 
 
+def test_distilled_row_scores_its_teacher_ensemble(synth_root, tmp_path):
+    """A distilled row also reports its teachers as one model: whether the students beat it is
+    what says if another generation can still help."""
+    from edgeskin.evaluate.metrics import balanced_accuracy
+
+    levers = (Lever("base", "reference"), Lever("student", "distillation", teacher="base"))
+    cfg = AblationConfig(data=str(synth_root), recipe="demo", levers=levers, seeds=(0, 1),
+                         base={**TINY, "epochs": 1}, out=str(tmp_path / "abl"), bootstrap=0)
+    result = run_ablation(cfg)
+    teachers = [np.load(tmp_path / "abl" / "runs" / f"base-s{s}" / "scores-plain.npz") for s in (0, 1)]
+    mean = (teachers[0]["probs"] + teachers[1]["probs"]) / 2
+    want = balanced_accuracy(teachers[0]["targets"], mean.argmax(1))
+    assert result["rows"][1]["teacher_ensemble"]["balanced_accuracy"] == pytest.approx(want)
+    assert "teacher_ensemble" not in result["rows"][0]
+    assert f"distilled from the base ensemble (which scores {want:.3f})" in (tmp_path / "abl" / "ablation.md").read_text()
+
+
 def test_ablation_refuses_a_reuse_of_a_later_row(synth_root, tmp_path):
     levers = (Lever("tta", "inference", post="tta", reuse="base"), Lever("base", "reference"))
     with pytest.raises(EdgeskinError, match="not an earlier row"):

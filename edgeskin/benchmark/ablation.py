@@ -361,6 +361,7 @@ def run_ablation(cfg: AblationConfig) -> dict[str, Any]:
     result: dict[str, Any] = {"recipe": cfg.recipe, "base": cfg.base, "seeds": list(cfg.seeds),
                               "data": cfg.data, "split_manifest": str(manifest), "rows": [],
                               "hardware": describe_device(device), "notes": list(cfg.notes)}
+    by_row: dict[str, list[Scored]] = {}
     for lever in cfg.levers:
         per_seed, scored = {}, []
         src_lever = next(lv for lv in cfg.levers if lv.name == (lever.reuse or lever.name))
@@ -378,7 +379,17 @@ def run_ablation(cfg: AblationConfig) -> dict[str, Any]:
             rows = [r for r in result["rows"] if r["name"] != lever.name]
             result["rows"] = rows + [summarise(lever, per_seed, scored, cfg.bootstrap)]
             _write(out, result)
+        by_row[lever.name] = scored
+        if lever.teacher:  # what the students learnt from, scored as one model: do they still beat it?
+            result["rows"][-1]["teacher_ensemble"] = ensemble_row(by_row[lever.teacher])
+            _write(out, result)
     return result
+
+
+def ensemble_row(scored: Sequence[Scored]) -> dict[str, float]:
+    """A row's seeds as one model (their probabilities averaged), as a distilled row's teacher is."""
+    s = Scored(np.mean([x.probs for x in scored], 0), scored[0].targets, scored[0].labels, {})
+    return {k: v for k, v in seed_row(s).items() if k in ("balanced_accuracy", "mel_recall", "mel_auc")}
 
 
 def train_side_by_side(configs: list[TrainConfig], parallel: int) -> None:

@@ -15,7 +15,9 @@ def _what(row: dict[str, Any]) -> str:
     if row["post"]:
         parts.append(f"{row['post']} on {row['reuse']}'s runs")
     if row.get("teacher"):
-        parts.append(f"distilled from the {row['teacher']} ensemble")
+        own = row.get("teacher_ensemble")
+        parts.append(f"distilled from the {row['teacher']} ensemble"
+                     + (f" (which scores {own['balanced_accuracy']:.3f})" if own else ""))
     return ", ".join(parts) or "base recipe"
 
 
