@@ -28,6 +28,7 @@ from edge_runtime.site import valid_recall
 
 from edgeskin.benchmark.ablation_report import render_markdown
 from edgeskin.benchmark.posthoc import fit_class_offsets, pick_tau
+from edgeskin.benchmark.scored import Scored, ensemble_row, paired_bootstrap, seed_row  # noqa: F401  (re-exported)
 from edgeskin.card import ModelCard
 from edgeskin.config import TrainConfig, recipe_config
 from edgeskin.data.bundle import LabelledImages
@@ -35,7 +36,7 @@ from edgeskin.data.bundle import load_labelled
 from edgeskin.data.records import get_task
 from edgeskin.data.split import MANIFEST_FILE, Split, read_manifest, write_manifest
 from edgeskin.errors import EdgeskinError
-from edgeskin.evaluate.metrics import balanced_accuracy, classification_metrics
+from edgeskin.evaluate.metrics import classification_metrics
 from edgeskin.evaluate.run import load_run_model, run_data
 from edgeskin.evaluate.shift import SHIFTS, shifted
 from edgeskin.fileio import atomic_path, sha256_file, write_json, write_text
@@ -100,14 +101,6 @@ class AblationConfig:
     notes: tuple[str, ...] = ()  # printed under the table (e.g. rows left out, and why)
     parallel: int = 1  # seeds of one row trained side by side (one GPU holds several small runs)
     workers: int = 0  # loader processes per run (a GPU run needs them to be fed; they cost CPU cores)
-
-
-@dataclass(frozen=True)
-class Scored:
-    probs: np.ndarray
-    targets: np.ndarray
-    labels: tuple[str, ...]
-    extra: dict[str, Any]
 
 
 # Step 1: one split for every run ---------------------------------------------------------------
@@ -308,25 +301,6 @@ def _score(run_dir: Path, post: str | None, device: torch.device, manifest: Path
     return Scored(probs_of(px), y, card.labels, extra)
 
 
-def seed_row(s: Scored, positive: str = "mel") -> dict[str, Any]:
-    m = classification_metrics(s.targets, s.probs, s.labels, positive, bootstrap=0)
-    return {"balanced_accuracy": m["balanced_accuracy"], "mel_recall": m["per_class"][positive]["recall"],
-            "mel_auc": m["per_class"][positive]["auc"], "auc_macro": m["auc_macro"], "ece": m["ece"],
-            "per_class_recall": {k: v["recall"] for k, v in m["per_class"].items()}, **s.extra}
-
-
-def paired_bootstrap(scored: Sequence[Scored], n: int, seed: int = 0) -> list[float]:
-    """95% interval of the seed-mean balanced accuracy, resampling the same test images for each seed."""
-    y = scored[0].targets
-    preds = [s.probs.argmax(1) for s in scored]
-    rng = np.random.default_rng(seed)
-    means = []
-    for _ in range(n):
-        idx = rng.integers(0, len(y), len(y))
-        means.append(np.mean([balanced_accuracy(y[idx], p[idx]) for p in preds]))
-    return [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
-
-
 def summarise(lever: Lever, per_seed: dict[int, dict[str, Any]], scored: Sequence[Scored], n_boot: int) -> dict:
     keys = ("balanced_accuracy", "mel_recall", "mel_auc", "auc_macro", "ece", "shift_balanced_accuracy",
             "shift_mel_auc", "train_minutes", "epochs")
@@ -385,11 +359,6 @@ def run_ablation(cfg: AblationConfig) -> dict[str, Any]:
             _write(out, result)
     return result
 
-
-def ensemble_row(scored: Sequence[Scored]) -> dict[str, float]:
-    """A row's seeds as one model (their probabilities averaged), as a distilled row's teacher is."""
-    s = Scored(np.mean([x.probs for x in scored], 0), scored[0].targets, scored[0].labels, {})
-    return {k: v for k, v in seed_row(s).items() if k in ("balanced_accuracy", "mel_recall", "mel_auc")}
 
 
 def train_side_by_side(configs: list[TrainConfig], parallel: int) -> None:

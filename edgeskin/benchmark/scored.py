@@ -1,0 +1,45 @@
+"""A row's test-split scores: one seed's metrics, the seed mean's paired-bootstrap interval, and
+a row's seeds as one ensemble (what a distilled row's students learnt from)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from edgeskin.evaluate.metrics import balanced_accuracy, classification_metrics
+
+
+@dataclass(frozen=True)
+class Scored:
+    probs: np.ndarray
+    targets: np.ndarray
+    labels: tuple[str, ...]
+    extra: dict[str, Any]
+
+
+def seed_row(s: Scored, positive: str = "mel") -> dict[str, Any]:
+    m = classification_metrics(s.targets, s.probs, s.labels, positive, bootstrap=0)
+    return {"balanced_accuracy": m["balanced_accuracy"], "mel_recall": m["per_class"][positive]["recall"],
+            "mel_auc": m["per_class"][positive]["auc"], "auc_macro": m["auc_macro"], "ece": m["ece"],
+            "per_class_recall": {k: v["recall"] for k, v in m["per_class"].items()}, **s.extra}
+
+
+def paired_bootstrap(scored: Sequence[Scored], n: int, seed: int = 0) -> list[float]:
+    """95% interval of the seed-mean balanced accuracy, resampling the same test images for each seed."""
+    y = scored[0].targets
+    preds = [s.probs.argmax(1) for s in scored]
+    rng = np.random.default_rng(seed)
+    means = []
+    for _ in range(n):
+        idx = rng.integers(0, len(y), len(y))
+        means.append(np.mean([balanced_accuracy(y[idx], p[idx]) for p in preds]))
+    return [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
+
+
+
+def ensemble_row(scored: Sequence[Scored]) -> dict[str, float]:
+    """A row's seeds as one model (their probabilities averaged), as a distilled row's teacher is."""
+    s = Scored(np.mean([x.probs for x in scored], 0), scored[0].targets, scored[0].labels, {})
+    return {k: v for k, v in seed_row(s).items() if k in ("balanced_accuracy", "mel_recall", "mel_auc")}
