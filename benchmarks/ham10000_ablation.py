@@ -106,8 +106,10 @@ LEVERS = (
     Lever("sog+3x+distill-g3+clinical", "clinical context", post="clinical", reuse="sog+3x+distill-g3"),
     Lever("sog+3x+distill-g3+clinical+mel-op", "clinical context", post="clinical+min_recall=0.7",
           reuse="sog+3x+distill-g3"),
-    # The third generation's students under-fit (balanced accuracy 0.75 on their own un-augmented
-    # training images, seed 0): a 1.5x wider student, taught by them at the same length.
+    # The third generation's students score only 0.75 on their own un-augmented training images
+    # (seed 0), which looked like under-fitting: a 1.5x wider student, taught by them at the same
+    # length. It does not gain: a distilled student copies its teachers rather than fitting the
+    # labels, and their ensemble scores no better than they do (the row's teacher figure).
     Lever("sog+cnn-l+distill-g4", "architecture", {**SOG, "epochs": 18, "backbone": "edgeskin_cnn_l"},
           teacher="sog+3x+distill-g3"),
     Lever("sog+cnn-l+distill-g4+mel-op", "operating point", post="min_recall=0.7", reuse="sog+cnn-l+distill-g4"),

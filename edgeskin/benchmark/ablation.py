@@ -360,7 +360,6 @@ def run_ablation(cfg: AblationConfig) -> dict[str, Any]:
     return result
 
 
-
 def train_side_by_side(configs: list[TrainConfig], parallel: int) -> None:
     """Train (or reuse) runs in up to `parallel` fresh processes at once. Spawned, not forked: a
     forked child would inherit the parent's CUDA context, which CUDA does not allow."""
