@@ -61,6 +61,8 @@ def cli() -> None:
               help="A finished run to distil from (repeat for an ensemble; same split, constancy and loss).")
 @click.option("--distill-alpha", type=float, help="Weight of the distillation loss (labels get 1 - alpha).")
 @click.option("--distill-temperature", type=float, help="Softmax temperature of the distillation loss.")
+@click.option("--mask-guidance", type=float,
+              help="Penalise CAM outside the lesion masks (<image_id>_segmentation.png) with this weight (0 = off).")
 @click.option("--clinical/--no-clinical", default=None,
               help="Also fit a prior from the patient's age, sex and body site (data columns); the device adds it.")
 @click.option("--drop-rate", type=float)

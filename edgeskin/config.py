@@ -42,6 +42,8 @@ class TrainConfig:
     teacher: tuple[str, ...] = ()  # finished runs whose ensemble is distilled into this one
     distill_alpha: float = 0.5  # weight of the distillation term (the labels get 1 - alpha)
     distill_temperature: float = 2.0
+    # Weight of the penalty on CAM energy outside the lesion (edgeskin.train.guide); needs lesion masks
+    mask_guidance: float = 0.0
     # Fit a prior from age, sex and body site (edgeskin.train.clinical) after training; the card carries it
     clinical: bool = False
     drop_rate: float = 0.2
@@ -72,6 +74,9 @@ class TrainConfig:
             (self.ema_decay == 0 or 0.5 <= self.ema_decay < 1, f"--ema-decay {self.ema_decay}; use 0 (off) or [0.5, 1)"),
             (0 < self.distill_alpha <= 1, f"--distill-alpha {self.distill_alpha}; use a weight in (0, 1]"),
             (self.distill_temperature > 0, f"--distill-temperature {self.distill_temperature}; use a positive value"),
+            (self.mask_guidance >= 0, f"--mask-guidance {self.mask_guidance}; use 0 (off) or a positive weight"),
+            (not (self.mask_guidance and self.mixup), f"--mask-guidance {self.mask_guidance} with --mixup "
+             f"{self.mixup}; a mixed image has no single lesion mask, so use one of them"),
             (self.device in DEVICES, f"--device {self.device!r}; choose one of {list(DEVICES)}"),
             (self.epochs >= 1, f"--epochs {self.epochs}; use 1 or more"),
             (self.batch_size >= 2, f"--batch-size {self.batch_size}; use 2 or more (BatchNorm needs it)"),

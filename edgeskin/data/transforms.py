@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from edgeskin.errors import EdgeskinError
@@ -40,12 +41,16 @@ def get_augment(name: str) -> Augment:
 
 
 class RandomRot90:
-    """Rotate by a random multiple of 90° (180° only when the image is not square)."""
+    """Rotate by a random multiple of 90° (180° only when the image is not square). Called with an
+    image and its lesion mask (v2.Compose passes both), turns both by the same angle."""
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        square = x.shape[-1] == x.shape[-2]
+    def __call__(self, *xs: torch.Tensor):
+        square = xs[0].shape[-1] == xs[0].shape[-2]
         k = int(torch.randint(0, 4, ()).item()) if square else 2 * int(torch.randint(0, 2, ()).item())
-        return torch.rot90(x, k, dims=(-2, -1)) if k else x
+        out = tuple(tv_tensors.wrap(torch.rot90(x, k, dims=(-2, -1)), like=x)
+                    if isinstance(x, tv_tensors.TVTensor) else torch.rot90(x, k, dims=(-2, -1))
+                    for x in xs) if k else xs
+        return out if len(xs) > 1 else out[0]
 
 
 def train_transform(aug: Augment, size_hw: tuple[int, int]) -> v2.Compose:
@@ -69,16 +74,23 @@ def normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.T
 
 
 class ArrayDataset(torch.utils.data.Dataset):
-    """Samples from the decoded uint8 NHWC array; returns uint8 CHW tensors (normalised later, in batch)."""
+    """Samples from the decoded uint8 NHWC array; returns uint8 CHW tensors (normalised later, in batch).
+    With `masks` (bool N x H x W), also each image's lesion mask (uint8 1 x H x W), moved by the
+    same crop, flips and rotation as its image (a v2 Mask: colour jitter leaves it alone)."""
 
-    def __init__(self, pixels: np.ndarray, targets: np.ndarray, transform=None):
-        self.pixels, self.targets, self.transform = pixels, targets, transform
+    def __init__(self, pixels: np.ndarray, targets: np.ndarray, transform=None, masks: np.ndarray | None = None):
+        self.pixels, self.targets, self.transform, self.masks = pixels, targets, transform, masks
 
     def __len__(self) -> int:
         return len(self.targets)
 
     def __getitem__(self, i: int):
         x = torch.from_numpy(self.pixels[i]).permute(2, 0, 1)
+        if self.masks is not None:
+            m = tv_tensors.Mask(torch.from_numpy(self.masks[i].astype(np.uint8))[None])
+            if self.transform is not None:
+                x, m = self.transform(x, m)
+            return x, int(self.targets[i]), m.as_subclass(torch.Tensor)
         if self.transform is not None:
             x = self.transform(x)
         return x, int(self.targets[i])

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from edge_runtime.heatmap import HOT_FRACTION
 from edgeskin.cam import cam_to_heatmap, pearson
 from edgeskin.card import ModelCard
+from edgeskin.data.masks import lesion_masks
 from edgeskin.errors import EdgeskinError
 from edgeskin.evaluate.run import load_run_model, run_data
 from edgeskin.explain.maps import check_method, energy_in_mask, heatmaps, pointing_game
@@ -50,15 +50,22 @@ class QualityConfig:
             raise EdgeskinError(f"--split {self.split!r} / --images {self.images}: use val|test and >= 1 image")
 
 
-def lesion_masks(root: Path, image_ids: list[str], size_hw: tuple[int, int]) -> np.ndarray:
-    """Bool N x H x W masks at the input size from `<image_id>_segmentation.png` files below root."""
-    index = {p.name[: -len("_segmentation.png")]: p for p in Path(root).rglob("*_segmentation.png")}
-    missing = [i for i in image_ids if i not in index]
-    if missing:
-        raise EdgeskinError(f"no lesion mask for {missing[0]} (and {len(missing) - 1} more) under {root}; "
-                            "localisation needs <image_id>_segmentation.png files (HAM10000's masks)")
-    return np.stack([np.asarray(Image.open(index[i]).convert("L").resize((size_hw[1], size_hw[0]), Image.NEAREST))
-                     > 127 for i in image_ids])
+def cam_localisation(model: torch.nn.Module, x: torch.Tensor, masks: np.ndarray, batch: int = 256) -> dict:
+    """The in-graph CAM (`edge`, what the device shows) for each image's predicted class against its
+    lesion mask: mean energy in lesion and pointing-game hit rate, as the quality report scores them,
+    except that a blank map (no positive evidence anywhere) counts as none on the lesion, and the
+    share of blank maps is reported: a map trained towards the lesion must not get there by going blank."""
+    energy, hits, blank = [], [], []
+    for start in range(0, len(x), batch):
+        xb = x[start:start + batch]
+        with torch.no_grad():
+            pred = model(xb).argmax(1).numpy()
+        for heat, mask in zip(heatmaps(model, xb, pred, "edge"), masks[start:start + batch]):
+            blank.append(not heat.any())
+            energy.append(0.0 if blank[-1] else energy_in_mask(heat, mask))
+            hits.append(not blank[-1] and pointing_game(heat, mask))
+    return {"cam_in_lesion": float(np.mean(energy)), "cam_pointing_game": float(np.mean(hits)),
+            "cam_blank": float(np.mean(blank)), "uniform_in_lesion": float(masks.mean())}
 
 
 def top_overlap(a: np.ndarray, b: np.ndarray, fraction: float = HOT) -> float:

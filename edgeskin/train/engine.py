@@ -46,10 +46,12 @@ def class_weights(targets: np.ndarray, n_classes: int, power: float) -> np.ndarr
     return w / (w[counts > 0] * counts[counts > 0]).sum() * counts.sum()  # mean weight per image = 1
 
 
-def make_loader(cfg: TrainConfig, pixels: np.ndarray, targets: np.ndarray, n_classes: int, epoch: int):
-    """The epoch's training loader, seeded from (seed, epoch) so a resumed epoch replays exactly."""
+def make_loader(cfg: TrainConfig, pixels: np.ndarray, targets: np.ndarray, n_classes: int, epoch: int,
+                masks: np.ndarray | None = None):
+    """The epoch's training loader, seeded from (seed, epoch) so a resumed epoch replays exactly.
+    With `masks`, batches are (images, labels, lesion masks) for --mask-guidance."""
     g = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch))
-    ds = ArrayDataset(pixels, targets, train_transform(get_augment(cfg.augment), cfg.input_size))
+    ds = ArrayDataset(pixels, targets, train_transform(get_augment(cfg.augment), cfg.input_size), masks)
     # Forked workers share the decoded images; spawned ones (the default inside a spawned process,
     # e.g. an ablation's side-by-side run) would each be sent a pickled copy of them every epoch.
     context = "fork" if cfg.workers and "fork" in multiprocessing.get_all_start_methods() else None
@@ -141,13 +143,15 @@ def make_scaler(device: torch.device) -> torch.amp.GradScaler:
 
 def train_epoch(model, loader, opt, loss_fn, scaler, lr_fn: Callable[[int], float], mean, std, device,
                 desc: str, after_step: Callable[[], None] | None = None, mix: Callable | None = None,
-                distill: Callable | None = None) -> float:
+                distill: Callable | None = None, guide: Callable | None = None) -> float:
     """One pass over `loader`; the caller has set train/eval modes. Returns the mean loss.
-    `distill(hard_loss, logits, x)` blends in a teacher's soft targets (edgeskin.train.distill)."""
+    `distill(hard_loss, logits, x)` blends in a teacher's soft targets (edgeskin.train.distill);
+    `guide(cams, y, masks)` adds a penalty on the CAM outside the lesion (edgeskin.train.guide)
+    for loaders that serve masks."""
     dtype = amp_dtype(device)
     amp = dtype is not None
     running, bar = 0.0, tqdm(loader, desc=desc, leave=False, disable=None)
-    for i, (x, y) in enumerate(bar):
+    for i, (x, y, *masks) in enumerate(bar):
         for group in opt.param_groups:
             group["lr"] = lr_fn(i)
         x = normalize(x.to(device, non_blocking=True), mean, std)
@@ -157,8 +161,13 @@ def train_epoch(model, loader, opt, loss_fn, scaler, lr_fn: Callable[[int], floa
         if amp:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=dtype or torch.float16, enabled=amp):
-            logits = model(x)
-            loss = loss_fn(logits, y)
+            if guide is not None and masks:  # the CAM head on the same features: one forward pass
+                feats = model.forward_features(x)
+                logits = model.head(feats)
+                loss = loss_fn(logits, y) + guide(model.head.cam(feats), y, masks[0].to(device))
+            else:
+                logits = model(x)
+                loss = loss_fn(logits, y)
             if distill is not None:
                 loss = distill(loss, logits, x)
         opt.zero_grad(set_to_none=True)

@@ -116,6 +116,7 @@ def train(cfg: TrainConfig | None = None, resume: str | Path | None = None) -> T
     mix = make_mixer(cfg, n_classes)
     ema = ModelEmaV3(model, decay=cfg.ema_decay, use_warmup=True) if cfg.ema_decay else None
     distill = _distiller(cfg, data, split, mean_t, std_t, device)
+    guide, masks = _mask_guide(cfg, data, train_idx)
     # Step 4: the run directory, with its config and split manifest.
     if resume is None:
         run_dir = ckpt.new_run_dir(cfg.project, cfg.name, cfg.exist_ok)
@@ -138,7 +139,7 @@ def train(cfg: TrainConfig | None = None, resume: str | Path | None = None) -> T
     while state["epoch"] < state["planned_epochs"]:
         epoch, t0 = state["epoch"], time.time()
         seed_everything(epoch_seed(cfg.seed, epoch))
-        loader = make_loader(cfg, data.pixels[train_idx], data.targets[train_idx], n_classes, epoch)
+        loader = make_loader(cfg, data.pixels[train_idx], data.targets[train_idx], n_classes, epoch, masks)
         steps, warmup = len(loader), int(cfg.warmup_epochs * len(loader))
         model.train()
         step = [epoch * steps]  # the EMA warm-up counts optimizer steps across epochs (and resumes)
@@ -149,7 +150,8 @@ def train(cfg: TrainConfig | None = None, resume: str | Path | None = None) -> T
         loss = train_epoch(model, loader, opt, loss_fn, scaler,
                            lambda i: lr_at(epoch * steps + i, state["planned_epochs"] * steps, warmup, cfg.lr),
                            mean_t, std_t, device, f"epoch {epoch + 1}/{state['planned_epochs']}",
-                           after_step=update_ema if ema is not None else None, mix=mix, distill=distill)
+                           after_step=update_ema if ema is not None else None, mix=mix, distill=distill,
+                           guide=guide)
         judged = ema.module if ema is not None else model  # the weights that are validated and saved
         probs = softmax(predict_logits(judged, data.pixels[val_idx], mean, std, device))
         val = quick_metrics(data.targets[val_idx], probs)
@@ -193,6 +195,15 @@ def _distiller(cfg: TrainConfig, data: LabelledImages, split: Split, mean_t, std
 
     teachers = load_teachers(cfg, data.task.labels, data.samples, split, device)
     return Distiller(teachers, cfg.distill_alpha, cfg.distill_temperature, mean_t, std_t)
+
+
+def _mask_guide(cfg: TrainConfig, data: LabelledImages, train_idx):
+    """(MaskGuide, the training images' lesion masks) for --mask-guidance, else (None, None)."""
+    if not cfg.mask_guidance:
+        return None, None
+    from edgeskin.train.guide import MaskGuide, training_masks
+
+    return MaskGuide(cfg.mask_guidance), training_masks(data, train_idx)
 
 
 def _fit_clinical(card: ModelCard, run_dir, data: LabelledImages, split: Split, mean, std, device) -> ModelCard:
