@@ -116,6 +116,16 @@ LEVERS = (
     Lever("sog+cnn-l+distill-g4+clinical", "clinical context", post="clinical", reuse="sog+cnn-l+distill-g4"),
     Lever("sog+cnn-l+distill-g4+clinical+mel-op", "clinical context", post="clinical+min_recall=0.7",
           reuse="sog+cnn-l+distill-g4"),
+    # Lesion masks as a training signal (edgeskin.train.guide): the share of the CAM outside the
+    # lesion is penalised, so the heatmap a dermatologist reads sits on the lesion. Does looking at
+    # the lesion, not the skin, rulers and vignette around it, also change accuracy or shift
+    # robustness? Screened at 6 epochs against shades-of-gray.
+    Lever("sog+mask-guide", "explanation", {**SOG, "mask_guidance": 1.0}),
+    # ...and in the chain: a fourth generation at the third's length and teacher, guided by the masks.
+    Lever("sog+3x+distill-g4+mask-guide", "explanation", {**SOG, "epochs": 18, "mask_guidance": 1.0},
+          teacher="sog+3x+distill-g3"),
+    Lever("sog+3x+distill-g4+mask-guide+clinical+mel-op", "clinical context", post="clinical+min_recall=0.7",
+          reuse="sog+3x+distill-g4+mask-guide"),
 )
 
 

@@ -49,7 +49,7 @@ from edgeskin.predict import describe_device, predict_logits, resolve_device, so
 # class_thresholds: one logit offset per class, searched on validation balanced accuracy.
 POST_LEVERS = ("logit_adjust", "class_thresholds", "tta", "min_recall=R", "clinical", "clinical_unrecorded",
                "clinical+min_recall=R")
-SCORE_VERSION = 2  # bump when scoring changes (shifts, TTA, tau grid, clinical fit): cached scores are redone
+SCORE_VERSION = 3  # bump when scoring changes (shifts, TTA, tau grid, clinical fit): cached scores are redone
 
 
 @dataclass(frozen=True)
@@ -294,6 +294,8 @@ def _score(run_dir: Path, post: str | None, device: torch.device, manifest: Path
         m = classification_metrics(y, probs_of(shifted(px, name)), card.labels, card.positive_label, bootstrap=0)
         per_shift[name] = {"balanced_accuracy": m["balanced_accuracy"],
                            "mel_auc": m["per_class"][card.positive_label]["auc"]}
+    if post is None:  # the heatmap's place is a property of the weights, not of an inference lever
+        extra.update(_localisation(run_dir, card, color_constancy(px, card.preprocessing.color_constancy), rm))
     extra.update(epochs=card.metrics.get("epochs_run"), train_minutes=card.metrics.get("train_minutes"),
                  val_balanced_accuracy=card.metrics["val"]["balanced_accuracy"], shift=per_shift,
                  shift_balanced_accuracy=float(np.mean([v["balanced_accuracy"] for v in per_shift.values()])),
@@ -301,9 +303,25 @@ def _score(run_dir: Path, post: str | None, device: torch.device, manifest: Path
     return Scored(probs_of(px), y, card.labels, extra)
 
 
+def _localisation(run_dir: Path, card: ModelCard, px: np.ndarray, rm: RowModel) -> dict[str, float]:
+    """edgeskin.explain.quality.cam_localisation on the test images, when the data has lesion masks."""
+    from edgeskin.data.masks import lesion_masks
+    from edgeskin.explain.quality import cam_localisation
+
+    test = rm.split.indices("test")
+    try:
+        masks = lesion_masks(rm.data.source.root, [rm.data.samples[i].image_id for i in test], px.shape[1:3])
+    except EdgeskinError:
+        return {}
+    pre = card.preprocessing
+    x = (torch.from_numpy(px).permute(0, 3, 1, 2).float() / 255 - torch.tensor(pre.mean).view(1, 3, 1, 1)) \
+        / torch.tensor(pre.std).view(1, 3, 1, 1)
+    return cam_localisation(load_run_model(run_dir, card, torch.device("cpu")), x, masks)
+
+
 def summarise(lever: Lever, per_seed: dict[int, dict[str, Any]], scored: Sequence[Scored], n_boot: int) -> dict:
     keys = ("balanced_accuracy", "mel_recall", "mel_auc", "auc_macro", "ece", "shift_balanced_accuracy",
-            "shift_mel_auc", "train_minutes", "epochs")
+            "shift_mel_auc", "cam_in_lesion", "train_minutes", "epochs")
     mean = {k: float(np.mean([r[k] for r in per_seed.values() if r.get(k) is not None]))
             for k in keys if any(r.get(k) is not None for r in per_seed.values())}
     mean["train_hardware"] = " / ".join(sorted({r["train_hardware"] for r in per_seed.values()
