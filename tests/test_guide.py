@@ -111,4 +111,5 @@ def test_mask_guidance_options_fail_in_one_line(synth_root, tmp_path):
                    "--project", str(tmp_path / "runs"), cwd=tmp_path)
     line = one_line_error(proc)
     assert "--mask-guidance needs <image_id>_segmentation.png" in line and "no lesion mask for" in line
+    assert line.endswith("add them or train with --mask-guidance 0")
     assert not (tmp_path / "runs").exists()

@@ -50,4 +50,5 @@ def training_masks(data: LabelledImages, index: np.ndarray) -> np.ndarray:
     """The masks of the images at `index`, at their input size; a one-line error names the first
     image without one and the fix."""
     size = data.pixels.shape[1:3]
-    return lesion_masks(data.source.root, [data.samples[i].image_id for i in index], size, "--mask-guidance")
+    return lesion_masks(data.source.root, [data.samples[i].image_id for i in index], size, "--mask-guidance",
+                        "train with --mask-guidance 0")
