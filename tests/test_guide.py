@@ -11,7 +11,7 @@ from conftest import one_line_error, run_cli
 from edgeskin.config import TrainConfig
 from edgeskin.data.masks import lesion_masks
 from edgeskin.data.readers import read_dataset
-from edgeskin.data.transforms import Augment, ArrayDataset, train_transform
+from edgeskin.data.transforms import Augment, ArrayDataset, normalize, train_transform
 from edgeskin.errors import EdgeskinError
 from edgeskin.evaluate.run import load_run_model, run_data
 from edgeskin.card import ModelCard
@@ -78,8 +78,7 @@ def _localisation(run_dir) -> dict:
     idx = split.indices("val")
     masks = lesion_masks(data.source.root, [data.samples[i].image_id for i in idx], card.preprocessing.input_size)
     pre = card.preprocessing
-    x = (torch.from_numpy(data.pixels[idx]).permute(0, 3, 1, 2).float() / 255
-         - torch.tensor(pre.mean).view(1, 3, 1, 1)) / torch.tensor(pre.std).view(1, 3, 1, 1)
+    x = normalize(torch.from_numpy(data.pixels[idx]).permute(0, 3, 1, 2), torch.tensor(pre.mean), torch.tensor(pre.std))
     return cam_localisation(load_run_model(run_dir, card, torch.device("cpu")), x, masks)
 
 

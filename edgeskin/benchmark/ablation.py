@@ -306,6 +306,7 @@ def _score(run_dir: Path, post: str | None, device: torch.device, manifest: Path
 def _localisation(run_dir: Path, card: ModelCard, px: np.ndarray, rm: RowModel) -> dict[str, float]:
     """edgeskin.explain.quality.cam_localisation on the test images, when the data has lesion masks."""
     from edgeskin.data.masks import lesion_masks
+    from edgeskin.data.transforms import normalize
     from edgeskin.explain.quality import cam_localisation
 
     test = rm.split.indices("test")
@@ -314,8 +315,7 @@ def _localisation(run_dir: Path, card: ModelCard, px: np.ndarray, rm: RowModel) 
     except EdgeskinError:
         return {}
     pre = card.preprocessing
-    x = (torch.from_numpy(px).permute(0, 3, 1, 2).float() / 255 - torch.tensor(pre.mean).view(1, 3, 1, 1)) \
-        / torch.tensor(pre.std).view(1, 3, 1, 1)
+    x = normalize(torch.from_numpy(px).permute(0, 3, 1, 2), torch.tensor(pre.mean), torch.tensor(pre.std))
     return cam_localisation(load_run_model(run_dir, card, torch.device("cpu")), x, masks)
 
 
