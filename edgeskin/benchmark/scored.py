@@ -38,7 +38,6 @@ def paired_bootstrap(scored: Sequence[Scored], n: int, seed: int = 0) -> list[fl
     return [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
 
 
-
 def ensemble_row(scored: Sequence[Scored]) -> dict[str, float]:
     """A row's seeds as one model (their probabilities averaged), as a distilled row's teacher is."""
     s = Scored(np.mean([x.probs for x in scored], 0), scored[0].targets, scored[0].labels, {})
