@@ -230,6 +230,33 @@ def test_distilled_row_scores_its_teacher_ensemble(synth_root, tmp_path):
     assert f"distilled from the base ensemble (which scores {want:.3f})" in (tmp_path / "abl" / "ablation.md").read_text()
 
 
+def test_plain_rows_score_where_the_heatmap_falls(synth_root, tmp_path):
+    """The "CAM in lesion" column: a plain row's runs are scored against the test images' lesion
+    masks (the synthetic set ships them), an inference-time row on the same weights is not."""
+    from edgeskin.card import ModelCard
+    from edgeskin.data.masks import lesion_masks
+    from edgeskin.data.transforms import normalize
+    from edgeskin.evaluate.run import load_run_model, run_data
+    from edgeskin.explain.quality import cam_localisation
+
+    levers = (Lever("base", "reference"), Lever("tta", "inference", post="tta", reuse="base"))
+    cfg = AblationConfig(data=str(synth_root), recipe="demo", levers=levers, seeds=(0,),
+                         base={**TINY, "epochs": 1}, out=str(tmp_path / "abl"), bootstrap=0)
+    base, tta = run_ablation(cfg)["rows"]
+    run = tmp_path / "abl" / "runs" / "base-s0"
+    card = ModelCard.load(run)
+    data, split = run_data(run, card)
+    test = split.indices("test")
+    masks = lesion_masks(synth_root, [data.samples[i].image_id for i in test], card.preprocessing.input_size)
+    x = normalize(torch.from_numpy(data.pixels[test]).permute(0, 3, 1, 2), torch.tensor(card.preprocessing.mean),
+                  torch.tensor(card.preprocessing.std))
+    want = cam_localisation(load_run_model(run, card, torch.device("cpu")), x, masks)
+    assert base["per_seed"]["0"]["cam_in_lesion"] == pytest.approx(want["cam_in_lesion"])
+    assert base["mean"]["cam_in_lesion"] == pytest.approx(want["cam_in_lesion"])
+    assert "cam_in_lesion" not in tta["mean"] and "cam_in_lesion" not in tta["per_seed"]["0"]
+    assert "| CAM in lesion |" in (tmp_path / "abl" / "ablation.md").read_text()
+
+
 def test_ablation_refuses_a_reuse_of_a_later_row(synth_root, tmp_path):
     levers = (Lever("tta", "inference", post="tta", reuse="base"), Lever("base", "reference"))
     with pytest.raises(EdgeskinError, match="not an earlier row"):

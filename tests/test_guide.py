@@ -71,6 +71,25 @@ def test_outside_share_is_the_true_class_cam_mass_outside_the_lesion():
     assert cams.grad[0, 0, 0, 1] > 0 and cams.grad[0, 0, 0, 0] < 0
 
 
+def test_a_blank_heatmap_counts_as_none_on_the_lesion():
+    """A map with no positive evidence shows nothing on the device: it scores 0, not NaN (which
+    an average would skip), and is counted as blank."""
+    from edgeskin.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("edgeskin_cnn_s", 3, "gap_linear", (32, 48)).eval()
+    x = torch.randn(4, 3, 32, 48)
+    masks = np.zeros((4, 32, 48), bool)
+    masks[:, 8:24, 12:36] = True
+    live = cam_localisation(model, x, masks)
+    with torch.no_grad():  # features are ReLU outputs, so all-negative weights give all-negative maps
+        model.head.fc.weight.copy_(-model.head.fc.weight.abs() - 1e-3)
+    blank = cam_localisation(model, x, masks)
+    assert live["cam_blank"] == 0 and live["cam_in_lesion"] > 0
+    assert blank == {"cam_in_lesion": 0.0, "cam_pointing_game": 0.0, "cam_blank": 1.0,
+                     "uniform_in_lesion": pytest.approx(masks.mean())}
+
+
 def _localisation(run_dir) -> dict:
     """What the ablation reports: the shown heatmap (predicted class) against the validation masks."""
     card = ModelCard.load(run_dir)
