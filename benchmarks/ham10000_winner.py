@@ -30,6 +30,7 @@ from edgeskin.benchmark.ablation import Scored, paired_bootstrap, seed_row
 from edgeskin.card import ModelCard
 from edgeskin.config import PriorConfig
 from edgeskin.evaluate.run import load_run_model, run_data
+from edgeskin.export.calibrate import uncertain_rates
 from edgeskin.export.tflite import LiteRTRunner
 from edgeskin.export.validate import run_artifact
 from edgeskin.fileio import write_json, write_text
@@ -105,7 +106,9 @@ def main() -> int:
                        "export_status": exported["status"], "export_failures": exported["failures"],
                        "val_top1_agreement": exported["validation"]["top1_agreement"],
                        "int8": seed_row(q), "torch_fp32": seed_row(f),
-                       "test_top1_agreement": float(np.mean(q.probs.argmax(1) == f.probs.argmax(1)))}
+                       "test_top1_agreement": float(np.mean(q.probs.argmax(1) == f.probs.argmax(1))),
+                       # log-probabilities: the int8 logits + offsets up to a constant per image
+                       "uncertain": uncertain_rates(np.log(q.probs), q.targets, exported["model_card"]["calibration"])}
         int8s.append(q)
         fp32s.append(f)
     mean = lambda key, src: float(np.mean([s[src][key] for s in seeds.values()]))  # noqa: E731
@@ -146,15 +149,28 @@ def render(r: dict) -> str:
                   "point was fitted with it.", ""]
     prior = r.get("clinical")
     lines += ["| seed | export | size MB | mel offset | " + ("prior weight | " if prior else "") + "int8 bal. acc. | "
-              "fp32 bal. acc. | int8 mel recall | int8 mel AUC | test top-1 agreement |",
-              "|---" * (10 if prior else 9) + "|"]
+              "fp32 bal. acc. | int8 mel recall | int8 mel AUC | test top-1 agreement | flagged uncertain | "
+              "right when flagged / kept |",
+              "|---" * (12 if prior else 11) + "|"]
     for seed, s in r["seeds"].items():
         weight = f"{s['clinical_scale']:g} | " if prior else ""
         lines.append(f"| {seed} | {s['export_status']} | {s['size_mb']:.2f} | {s.get('mel_offset', 0.0):.3f} | {weight}"
                      f"{s['int8']['balanced_accuracy']:.3f} | "
                      f"{s['torch_fp32']['balanced_accuracy']:.3f} | {s['int8']['mel_recall']:.3f} | "
-                     f"{s['int8']['mel_auc']:.3f} | {s['test_top1_agreement']:.3f} |")
+                     f"{s['int8']['mel_auc']:.3f} | {s['test_top1_agreement']:.3f} | {_flagged(s)} |")
+    lines += ["", "Flagged uncertain: the share of test photos whose top probability (at the card's temperature) is "
+              "below the card's `uncertain_below`, fitted on validation where a logistic fit of right-or-wrong on "
+              "confidence crosses 50%; edge_runtime shows those as \"uncertain\" with a retake-or-refer next step. "
+              "Right when flagged / kept: the top class's accuracy on those photos and on the rest."]
     return "\n".join(lines) + "\n"
+
+
+def _flagged(s: dict) -> str:
+    u = s.get("uncertain")
+    if not u:
+        return "– | –"
+    flagged = "–" if u["right_when_flagged"] is None else f"{u['right_when_flagged']:.2f}"
+    return f"{u['flagged']:.0%} | {flagged} / {u['right_when_kept']:.2f}"
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgeskin.export.calibrate import MIN_IMAGES, uncertain_threshold
+from edgeskin.export.calibrate import MIN_IMAGES, uncertain_rates, uncertain_threshold
 
 
 def predictions(top: np.ndarray, correct: np.ndarray, n_classes: int = 4) -> tuple[np.ndarray, np.ndarray]:
@@ -58,3 +58,12 @@ def test_confidence_that_says_nothing_flags_all_or_nothing_by_the_overall_accura
     top = rng.uniform(0.3, 0.99, 2000)
     probs, y = predictions(top, rng.random(2000) < share_right)  # right or wrong regardless of confidence
     assert np.mean(top < uncertain_threshold(probs, y)) == pytest.approx(flagged, abs=0.05)
+
+
+def test_uncertain_rates_count_what_the_device_flags():
+    # Temperature 2 turns logits (4, 0, 0) into a top probability of 0.79 and (1, 0, 0) into 0.45.
+    logits = np.array([[4.0, 0, 0], [4.0, 0, 0], [1.0, 0, 0], [1.0, 0, 0]])
+    rates = uncertain_rates(logits, np.array([0, 0, 0, 2]), {"temperature": 2.0, "uncertain_below": 0.6})
+    assert rates == {"flagged": 0.5, "right_when_flagged": 0.5, "right_when_kept": 1.0}
+    rates = uncertain_rates(logits, np.array([0, 0, 1, 2]), {"temperature": 2.0, "uncertain_below": 0.3})
+    assert rates == {"flagged": 0.0, "right_when_flagged": None, "right_when_kept": 0.5}

@@ -69,6 +69,17 @@ def uncertain_threshold(probs: np.ndarray, targets: np.ndarray) -> float:
     return t if (top < t).sum() >= MIN_IMAGES else 0.0  # too few below it to say: flag nothing
 
 
+def uncertain_rates(logits: np.ndarray, targets: np.ndarray, calibration: dict) -> dict:
+    """How often a card's calibration flags these images (offsets already in `logits`) as uncertain
+    by confidence, and how often its top class is right when flagged and when not."""
+    probs = np.exp(_log_softmax(logits / calibration["temperature"]))
+    flagged = probs.max(1) < calibration["uncertain_below"]
+    right = probs.argmax(1) == targets
+    share = lambda mask: round(float(right[mask].mean()), 4) if mask.any() else None  # noqa: E731
+    return {"flagged": round(float(flagged.mean()), 4), "right_when_flagged": share(flagged),
+            "right_when_kept": share(~flagged)}
+
+
 def referral_threshold(probs: np.ndarray, targets: np.ndarray, malignant: list[int]) -> float | None:
     is_malignant = np.isin(targets, malignant)
     if not malignant or is_malignant.sum() == 0:
