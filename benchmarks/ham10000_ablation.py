@@ -129,6 +129,9 @@ LEVERS = (
           teacher="sog+3x+distill-g3"),
     Lever("sog+3x+distill-g4+mask-guide+clinical+mel-op", "clinical context", post="clinical+min_recall=0.7",
           reuse="sog+3x+distill-g4+mask-guide"),
+    # The guidance weight, screened at 6 epochs (1.0 was the only one tried): a third of it, and three times.
+    Lever("sog+mask-guide-0.3", "explanation", {**SOG, "mask_guidance": 0.3}),
+    Lever("sog+mask-guide-3", "explanation", {**SOG, "mask_guidance": 3.0}),
 )
 
 
