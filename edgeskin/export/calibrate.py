@@ -65,7 +65,8 @@ def uncertain_threshold(probs: np.ndarray, targets: np.ndarray) -> float:
     slope, bias = float(fit.coef_[0, 0]), float(fit.intercept_[0])
     if slope <= 0:  # confidence does not rank right above wrong: no threshold separates them
         return 1.0 if correct.mean() < 0.5 else 0.0
-    t = float(1 / (1 + np.exp(bias / slope)))  # accuracy_at(t) = 0.5 where slope * logit(t) + bias = 0
+    # accuracy_at(t) = 0.5 where slope * logit(t) + bias = 0 (clipped: a flat slope puts t at 0 or 1)
+    t = float(1 / (1 + np.exp(np.clip(bias / slope, -50, 50))))
     return t if (top < t).sum() >= MIN_IMAGES else 0.0  # too few below it to say: flag nothing
 
 
