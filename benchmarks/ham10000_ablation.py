@@ -132,6 +132,9 @@ LEVERS = (
     # The guidance weight, screened at 6 epochs (1.0 was the only one tried): a third of it, and three times.
     Lever("sog+mask-guide-0.3", "explanation", {**SOG, "mask_guidance": 0.3}),
     Lever("sog+mask-guide-3", "explanation", {**SOG, "mask_guidance": 3.0}),
+    # The first generation of a guided chain: does the screen's gain hold at the length the chain
+    # starts from (sog+2x-epochs, 12 epochs, unguided teachers nowhere in it)?
+    Lever("sog+2x-epochs+mask-guide", "explanation", {**SOG, "epochs": 12, "mask_guidance": 1.0}),
 )
 
 
