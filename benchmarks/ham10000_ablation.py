@@ -135,6 +135,9 @@ LEVERS = (
     # The first generation of a guided chain: does the screen's gain hold at the length the chain
     # starts from (sog+2x-epochs, 12 epochs, unguided teachers nowhere in it)?
     Lever("sog+2x-epochs+mask-guide", "explanation", {**SOG, "epochs": 12, "mask_guidance": 1.0}),
+    # It held (+1.5 pp), so the chain's second step, guided and taught by guided teachers.
+    Lever("sog+2x+distill+mask-guide", "explanation", {**SOG, "epochs": 12, "mask_guidance": 1.0},
+          teacher="sog+2x-epochs+mask-guide"),
 )
 
 
