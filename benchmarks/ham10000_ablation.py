@@ -138,6 +138,8 @@ LEVERS = (
     # It held (+1.5 pp), so the chain's second step, guided and taught by guided teachers.
     Lever("sog+2x+distill+mask-guide", "explanation", {**SOG, "epochs": 12, "mask_guidance": 1.0},
           teacher="sog+2x-epochs+mask-guide"),
+    Lever("sog+2x+distill+mask-guide+clinical+mel-op", "clinical context", post="clinical+min_recall=0.7",
+          reuse="sog+2x+distill+mask-guide"),
 )
 
 
