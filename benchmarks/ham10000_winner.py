@@ -169,8 +169,8 @@ def _flagged(s: dict) -> str:
     u = s.get("uncertain")
     if not u:
         return "– | –"
-    flagged = "–" if u["right_when_flagged"] is None else f"{u['right_when_flagged']:.2f}"
-    return f"{u['flagged']:.0%} | {flagged} / {u['right_when_kept']:.2f}"
+    right = ["–" if u[k] is None else f"{u[k]:.2f}" for k in ("right_when_flagged", "right_when_kept")]
+    return f"{u['flagged']:.0%} | {right[0]} / {right[1]}"
 
 
 if __name__ == "__main__":
