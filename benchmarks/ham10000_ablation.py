@@ -140,6 +140,18 @@ LEVERS = (
           teacher="sog+2x-epochs+mask-guide"),
     Lever("sog+2x+distill+mask-guide+clinical+mel-op", "clinical context", post="clinical+min_recall=0.7",
           reuse="sog+2x+distill+mask-guide"),
+    # +2.1 pp over the unguided second step, every seed up: so the born-again third step, guided,
+    # 18 epochs, taught by the guided second step (the unguided chain's sog+3x+distill, guided).
+    Lever("sog+3x+distill+mask-guide", "explanation", {**SOG, "epochs": 18, "mask_guidance": 1.0},
+          teacher="sog+2x+distill+mask-guide"),
+    Lever("sog+3x+distill+mask-guide+clinical+mel-op", "clinical context", post="clinical+min_recall=0.7",
+          reuse="sog+3x+distill+mask-guide"),
+    # The guided chain's fourth step, as the unguided chain's sog+3x+distill-g3: same length, taught
+    # by the guided third step.
+    Lever("sog+3x+distill-g3+mask-guide", "explanation", {**SOG, "epochs": 18, "mask_guidance": 1.0},
+          teacher="sog+3x+distill+mask-guide"),
+    Lever("sog+3x+distill-g3+mask-guide+clinical+mel-op", "clinical context", post="clinical+min_recall=0.7",
+          reuse="sog+3x+distill-g3+mask-guide"),
 )
 
 
