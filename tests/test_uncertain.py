@@ -67,3 +67,20 @@ def test_uncertain_rates_count_what_the_device_flags():
     assert rates == {"flagged": 0.5, "right_when_flagged": 0.5, "right_when_kept": 1.0}
     rates = uncertain_rates(logits, np.array([0, 0, 1, 2]), {"temperature": 2.0, "uncertain_below": 0.3})
     assert rates == {"flagged": 0.0, "right_when_flagged": None, "right_when_kept": 0.5}
+
+
+def test_the_winner_report_renders_flag_rates_when_nothing_or_everything_is_flagged():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "benchmarks" / "ham10000_winner.py"
+    spec = importlib.util.spec_from_file_location("ham10000_winner", path)
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
+    logits = np.array([[4.0, 0, 0], [4.0, 0, 0], [1.0, 0, 0], [1.0, 0, 0]])
+    cal = {"temperature": 2.0}
+    every = uncertain_rates(logits, np.array([0, 1, 0, 2]), {**cal, "uncertain_below": 0.9})
+    assert report._flagged({"uncertain": every}) == "100% | 0.50 / –"  # no photo kept
+    none = uncertain_rates(logits, np.array([0, 0, 1, 2]), {**cal, "uncertain_below": 0.3})
+    assert report._flagged({"uncertain": none}) == "0% | – / 0.50"
+    assert report._flagged({}) == "– | –"
