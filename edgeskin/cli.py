@@ -101,6 +101,39 @@ def train(resume, recipe, **options) -> None:
 
 
 @cli.command()
+@click.option("--recipe", type=click.Choice(sorted(RECIPES)),
+              help="Take data, backbone, input size, colour constancy and split from this training recipe.")
+@click.option("--data", help="The training data (as for `edgeskin train`); only its train side is read.")
+@click.option("--task", type=click.Choice(TASK_CHOICES), help="Decides the split, as in `edgeskin train`.")
+@click.option("--backbone", help="Any timm model name, or edgeskin_cnn_s / _m / _l.")
+@click.option("--input-size", callback=parse_size, help="SIZE or HEIGHTxWIDTH, e.g. 128 or 96x128.")
+@click.option("--color-constancy", type=click.Choice(CONSTANCY))
+@click.option("--epochs", type=int)
+@click.option("--batch-size", type=int, help="Images per step (each gives two views); larger gives more negatives.")
+@click.option("--lr", type=float)
+@click.option("--temperature", type=float, help="NT-Xent temperature (default 0.2).")
+@click.option("--crop-scale", type=float, help="Minimum crop area of a view (default 0.25).")
+@click.option("--seed", type=int)
+@click.option("--val-fraction", type=float)
+@click.option("--test-fraction", type=float)
+@click.option("--split-manifest", type=click.Path(), help="Reuse a split.csv from an earlier run.")
+@click.option("--max-images", type=int)
+@click.option("--device", type=click.Choice(DEVICES))
+@click.option("--workers", type=int)
+@click.option("--project", help="Parent folder of runs (default runs/pretrain).")
+@click.option("--name", help="Run name (default exp; exp2, exp3... when taken).")
+@click.option("--exist-ok", is_flag=True, default=None, help="Overwrite the run NAME if it exists.")
+def pretrain(recipe, **options) -> None:
+    """Self-supervised pre-training (SimCLR) on the training images: no labels, no external weights.
+    Writes backbone.pt for `edgeskin train --weights`, and the split.csv that run must use."""
+    from edgeskin.config import pretrain_config
+    from edgeskin.train.pretrain import pretrain as run_pretrain
+
+    result = run_pretrain(pretrain_config(recipe, options))
+    click.echo(f"weights: {result.weights}  sha256: {result.sha256}")
+
+
+@cli.command()
 @click.argument("run", type=click.Path())
 @click.option("--data", help="External dataset (any supported layout); default: the run's own split.")
 @click.option("--split", default="test", show_default=True, type=click.Choice(("train", "val", "test")))

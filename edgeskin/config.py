@@ -110,6 +110,52 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class PretrainConfig:
+    """`edgeskin pretrain`: SimCLR on the train side of the split (edgeskin.train.pretrain). The
+    data, backbone, input size, colour constancy and split fields mean what they mean in
+    TrainConfig, and must match the `edgeskin train` run that starts from the weights."""
+    data: str = "synthetic"
+    task: str = "multiclass"
+    backbone: str = "mobilenetv3_small_100"
+    input_size: tuple[int, int] = (128, 128)
+    color_constancy: str = "none"
+    epochs: int = 30
+    batch_size: int = 128  # SimCLR contrasts each view with the batch's other 2N - 2: larger is better
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    temperature: float = 0.2  # NT-Xent temperature
+    crop_scale: float = 0.25  # the views' random-resized-crop minimum area (SimCLR uses 0.08 on ImageNet)
+    seed: int = 0
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
+    split_manifest: str | None = None
+    max_images: int | None = None
+    device: str = "auto"
+    workers: int = 0
+    project: str = "runs/pretrain"
+    name: str = "exp"
+    exist_ok: bool = False
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.color_constancy in CONSTANCY,
+             f"--color-constancy {self.color_constancy!r}; choose one of {list(CONSTANCY)}"),
+            (self.device in DEVICES, f"--device {self.device!r}; choose one of {list(DEVICES)}"),
+            (self.epochs >= 1, f"--epochs {self.epochs}; use 1 or more"),
+            (self.batch_size >= 4, f"--batch-size {self.batch_size}; use 4 or more (each view needs negatives)"),
+            (self.lr > 0, f"--lr {self.lr}; use a positive learning rate"),
+            (self.temperature > 0, f"--temperature {self.temperature}; use a positive value, e.g. 0.2"),
+            (0.01 <= self.crop_scale <= 1, f"--crop-scale {self.crop_scale}; use a fraction in [0.01, 1]"),
+            (self.workers >= 0, f"--workers {self.workers}; use 0 (load in the process) or more"),
+            (all(16 <= s <= 1024 for s in self.input_size), f"--input-size {self.input_size}; use 16..1024 pixels"),
+            (self.max_images is None or self.max_images >= 20, f"--max-images {self.max_images}; use 20 or more"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise EdgeskinError(f"invalid {message}")
+
+
+@dataclass(frozen=True)
 class EvalConfig:
     run: str
     data: str | None = None  # None: the run's own data and split manifest
@@ -263,3 +309,14 @@ def recipe_config(recipe: str | None, overrides: dict[str, Any]) -> TrainConfig:
         fields.update(RECIPES[recipe](), recipe=recipe)
     fields.update({k: v for k, v in overrides.items() if v is not None})
     return TrainConfig(**fields)
+
+
+def pretrain_config(recipe: str | None, overrides: dict[str, Any]) -> PretrainConfig:
+    """A PretrainConfig from the fields a training recipe shares with it (data, backbone, input
+    size, colour constancy, split), then the options the user gave explicitly."""
+    names = {f.name for f in dataclasses.fields(PretrainConfig)} - {"epochs", "batch_size", "lr", "weight_decay",
+                                                                     "project", "name", "exist_ok"}
+    fields = {k: v for k, v in recipe_config(recipe, {}).to_dict().items() if k in names} if recipe else {}
+    fields.update({k: v for k, v in overrides.items() if v is not None})
+    fields["input_size"] = tuple(fields.get("input_size", PretrainConfig.input_size))
+    return PretrainConfig(**fields)

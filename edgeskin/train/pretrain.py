@@ -1,0 +1,187 @@
+"""Self-supervised pre-training on the training images themselves: SimCLR (Chen et al. 2020).
+
+For clinics that cannot use ImageNet weights: the backbone first learns to tell two augmented
+views of the same lesion photo from views of the others, with no labels, then `edgeskin train
+--weights FILE --weights-sha256 HEX` starts from it. The NT-Xent loss and the projection head are
+lightly's (github.com/lightly-ai/lightly); the views are edgeskin's own augmentations, stronger.
+
+Only the train side of the split is read, so the validation and test images stay unseen. The
+weights file lists the images it was pre-trained on, and `edgeskin train` refuses to validate or
+test on any of them (`check_unseen`): a different --seed gives a different split, so pass the
+`--split-manifest` this command writes.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from edgeskin.config import PretrainConfig, TrainConfig
+from edgeskin.data.split import MANIFEST_FILE, write_manifest
+from edgeskin.data.transforms import Augment, channel_stats, normalize, train_transform
+from edgeskin.errors import EdgeskinError
+from edgeskin.evaluate.metrics import quick_metrics
+from edgeskin.fileio import sha256_file, write_json
+from edgeskin.models import build_model
+from edgeskin.predict import amp_dtype, describe_device, resolve_device
+from edgeskin.train import checkpoint as ckpt
+from edgeskin.train.engine import epoch_seed, lr_at, make_scaler, seed_everything
+from torchvision.transforms import v2  # after edgeskin.data.transforms, which loads the CPU-torch compat
+
+WEIGHTS_FILE = "backbone.pt"
+META_KEY = "edgeskin_pretrain"  # beside "state_dict" in the weights file; models.load_weights reads the latter
+JITTER = 0.4  # SimCLR's colour distortion is what keeps it from matching views by colour histogram alone
+
+
+@dataclass(frozen=True)
+class PretrainResult:
+    run_dir: Path
+    weights: Path
+    sha256: str
+    epochs: int
+    loss_history: tuple[float, ...]
+    knn_before: float  # validation balanced accuracy of a k-NN on the features, at random init...
+    knn_after: float  # ...and after pre-training (labels used for this report only)
+
+
+def view_transform(cfg: PretrainConfig) -> v2.Compose:
+    """One random view: crop, flips, rotation and colour jitter as in training but stronger, plus
+    SimCLR's random greyscale and blur (kernel about a tenth of the image)."""
+    kernel = max(3, min(cfg.input_size) // 10 | 1)
+    return v2.Compose([train_transform(Augment(crop_scale=cfg.crop_scale, jitter=JITTER), cfg.input_size),
+                       v2.RandomGrayscale(0.2),
+                       v2.RandomApply([v2.GaussianBlur(kernel, sigma=(0.1, 2.0))], p=0.5)])
+
+
+class TwoViews(torch.utils.data.Dataset):
+    def __init__(self, pixels: np.ndarray, transform):
+        self.pixels, self.transform = pixels, transform
+
+    def __len__(self) -> int:
+        return len(self.pixels)
+
+    def __getitem__(self, i: int):
+        x = torch.from_numpy(self.pixels[i]).permute(2, 0, 1)
+        return self.transform(x), self.transform(x)
+
+
+class SimCLRNet(torch.nn.Module):
+    """The classifier's backbone, globally pooled, then lightly's 2-layer projection head."""
+
+    def __init__(self, backbone: torch.nn.Module, channels: int):
+        super().__init__()
+        from lightly.models.modules import SimCLRProjectionHead
+
+        self.backbone = backbone
+        self.projection = SimCLRProjectionHead(channels, 2 * channels, 128)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.projection(self.backbone.forward_features(x).mean((2, 3)))
+
+
+@torch.no_grad()
+def knn_balanced_accuracy(backbone, train_px, train_y, val_px, val_y, mean, std, device, k: int = 20) -> float:
+    """Balanced accuracy of a cosine k-NN vote on pooled features: how much class information the
+    features carry without any fitting (the usual SSL monitor, e.g. lightly's KNNClassifier)."""
+    from sklearn.neighbors import KNeighborsClassifier
+
+    def feats(px: np.ndarray) -> np.ndarray:
+        out = [backbone.forward_features(normalize(torch.from_numpy(px[i:i + 256]).permute(0, 3, 1, 2).to(device),
+                                                   mean, std)).float().mean((2, 3)).cpu() for i in range(0, len(px), 256)]
+        return torch.nn.functional.normalize(torch.cat(out), dim=1).numpy()
+
+    was = backbone.training
+    backbone.eval()
+    knn = KNeighborsClassifier(min(k, len(train_y)), metric="cosine").fit(feats(train_px), train_y)
+    probs = np.zeros((len(val_y), int(max(train_y.max(), val_y.max())) + 1))
+    probs[:, knn.classes_] = knn.predict_proba(feats(val_px))
+    backbone.train(was)
+    return float(quick_metrics(val_y, probs)["balanced_accuracy"])
+
+
+def pretrain(cfg: PretrainConfig) -> PretrainResult:
+    from lightly.loss import NTXentLoss
+
+    from edgeskin.train.loop import prepare_data
+
+    device = resolve_device(cfg.device)
+    # Step 1: the same images and split `edgeskin train` would use with these fields.
+    data, split = prepare_data(TrainConfig(
+        data=cfg.data, task=cfg.task, input_size=cfg.input_size, color_constancy=cfg.color_constancy,
+        seed=cfg.seed, val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction,
+        split_manifest=cfg.split_manifest, max_images=cfg.max_images))
+    train_idx, val_idx = split.indices("train"), split.indices("val")
+    if len(train_idx) < cfg.batch_size:
+        raise EdgeskinError(f"--batch-size {cfg.batch_size} is larger than the {len(train_idx)} training images; "
+                            "lower it or add images")
+    mean, std = channel_stats(data.pixels[train_idx])
+    mean_t, std_t = (torch.tensor(v, dtype=torch.float32, device=device) for v in (mean, std))
+    # Step 2: the backbone exactly as `edgeskin train` builds it, so every key of the file loads.
+    seed_everything(cfg.seed)
+    backbone = build_model(cfg.backbone, len(data.task.labels), input_size=cfg.input_size).backbone
+    net = SimCLRNet(backbone, backbone.num_features).to(device)
+
+    def knn() -> float:
+        return knn_balanced_accuracy(backbone, data.pixels[train_idx], data.targets[train_idx],
+                                     data.pixels[val_idx], data.targets[val_idx], mean_t, std_t, device)
+    knn_before = knn()
+    run_dir = ckpt.new_run_dir(cfg.project, cfg.name, cfg.exist_ok)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_manifest(run_dir / MANIFEST_FILE, data.samples, data.digests, split, data.task.labels, data.targets)
+    print(f"edgeskin pretrain: {run_dir}  (SimCLR on {len(train_idx)} train images, device {device}; "
+          f"k-NN val balanced accuracy at random init {knn_before:.3f})")
+    # Step 3: SimCLR epochs (AdamW, warm-up + cosine as in training; AMP on a GPU).
+    loss_fn = NTXentLoss(temperature=cfg.temperature)
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scaler, dtype, history, t0 = make_scaler(device), amp_dtype(device), [], time.time()
+    for epoch in range(cfg.epochs):
+        g = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch))
+        loader = torch.utils.data.DataLoader(TwoViews(data.pixels[train_idx], view_transform(cfg)), cfg.batch_size,
+                                             shuffle=True, drop_last=True, num_workers=cfg.workers, generator=g)
+        net.train()
+        running = 0.0
+        for i, (a, b) in enumerate(tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=None)):
+            for group in opt.param_groups:
+                group["lr"] = lr_at(epoch * len(loader) + i, cfg.epochs * len(loader), len(loader), cfg.lr)
+            x = normalize(torch.cat([a, b]).to(device), mean_t, std_t)
+            with torch.autocast(device.type, dtype=dtype or torch.float16, enabled=dtype is not None):
+                z = net(x)
+                loss = loss_fn(*z.float().chunk(2))
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            running += loss.item()
+        history.append(running / len(loader))
+        tqdm.write(f"epoch {epoch + 1}/{cfg.epochs}  NT-Xent loss {history[-1]:.4f}  {time.time() - t0:.0f}s")
+    knn_after = knn()
+    # Step 4: the backbone's weights, the images they saw, and a record of the run.
+    meta = {"method": "simclr", "backbone": cfg.backbone, "input_size": list(cfg.input_size),
+            "color_constancy": cfg.color_constancy, "train_digests": [data.digests[i] for i in train_idx]}
+    weights = run_dir / WEIGHTS_FILE
+    ckpt.save(weights, {"state_dict": {k: v.cpu() for k, v in backbone.state_dict().items()}, META_KEY: meta})
+    sha = sha256_file(weights)
+    write_json(run_dir / "pretrain.json", {
+        "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.__dict__.items()},
+        "weights": WEIGHTS_FILE, "sha256": sha, "train_images": len(train_idx), "loss_history": history,
+        "knn_val_balanced_accuracy": {"random_init": knn_before, "pretrained": knn_after},
+        "minutes": round((time.time() - t0) / 60, 2), "hardware": describe_device(device)})
+    print(f"edgeskin pretrain: done; k-NN val balanced accuracy {knn_before:.3f} -> {knn_after:.3f}\n"
+          f"  next: edgeskin train --weights {weights} --weights-sha256 {sha} "
+          f"--split-manifest {run_dir / MANIFEST_FILE} ...")
+    return PretrainResult(run_dir, weights, sha, cfg.epochs, tuple(history), knn_before, knn_after)
+
+
+def check_unseen(weights: str | Path, digests: list[str], where: str) -> None:
+    """Refuse a run whose validation or test images were among a pre-trained file's images."""
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    seen = set(state.get(META_KEY, {}).get("train_digests", ())) if isinstance(state, dict) else set()
+    overlap = seen.intersection(digests)
+    if overlap:
+        raise EdgeskinError(f"--weights {weights} was pre-trained on {len(overlap)} of this run's {where} images; "
+                            f"pass the --split-manifest `edgeskin pretrain` wrote beside it")

@@ -1,0 +1,119 @@
+"""`edgeskin pretrain`: SimCLR on the train side only, a weights file `train --weights` loads whole,
+and a guard against pre-training on the images a run later validates or tests on."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from conftest import one_line_error, run_cli
+from edgeskin.config import PretrainConfig, TrainConfig, pretrain_config
+from edgeskin.data.split import read_manifest
+from edgeskin.errors import EdgeskinError
+from edgeskin.fileio import sha256_file
+from edgeskin.models import build_model
+from edgeskin.train import train
+from edgeskin.train.pretrain import META_KEY, pretrain
+
+# Non-square, as the HAM source's aspect ratio.
+TINY = dict(backbone="edgeskin_cnn_s", input_size=(32, 48), batch_size=16)
+
+
+@pytest.fixture(scope="module")
+def pretrained(synth_root, tmp_path_factory):
+    cfg = PretrainConfig(data=str(synth_root), epochs=2, project=str(tmp_path_factory.mktemp("pre")), **TINY)
+    return cfg, pretrain(cfg)
+
+
+def test_pretrain_writes_weights_that_train_loads_whole(pretrained):
+    cfg, result = pretrained
+    record = json.loads((result.run_dir / "pretrain.json").read_text())
+    assert record["sha256"] == result.sha256 == sha256_file(result.weights)
+    assert len(result.loss_history) == 2 and all(math.isfinite(v) and v > 0 for v in result.loss_history)
+    assert 0 <= result.knn_before <= 1 and 0 <= result.knn_after <= 1
+    saved = torch.load(result.weights, weights_only=True)
+    # Every backbone tensor of a fresh model comes from the file (load_weights alone would skip a
+    # mismatched key silently), and pre-training moved them away from the seeded random init.
+    fresh = build_model(cfg.backbone, 7, input_size=cfg.input_size).backbone.state_dict()
+    loaded = build_model(cfg.backbone, 7, input_size=cfg.input_size, weights=str(result.weights),
+                         weights_sha256=result.sha256).backbone.state_dict()
+    assert set(loaded) == set(saved["state_dict"])
+    assert all(torch.equal(loaded[k], saved["state_dict"][k]) for k in loaded)
+    assert any(not torch.equal(fresh[k], loaded[k]) for k in loaded if fresh[k].is_floating_point())
+
+
+def test_pretrain_reads_only_the_train_side(pretrained, synth_root):
+    cfg, result = pretrained
+    from edgeskin.data.bundle import load_labelled
+    from edgeskin.data.records import get_task
+
+    data = load_labelled(str(synth_root), get_task("multiclass"), cfg.input_size, progress=False)
+    split, _ = read_manifest(result.run_dir / "split.csv", data.samples, data.digests)
+    seen = set(torch.load(result.weights, weights_only=True)[META_KEY]["train_digests"])
+    train_side = {data.digests[i] for i in split.indices("train")}
+    assert seen == train_side
+    assert not seen & {data.digests[i] for i in (*split.indices("val"), *split.indices("test"))}
+
+
+def test_train_starts_from_the_weights_on_the_pretrain_split(pretrained, synth_root, tmp_path):
+    cfg, result = pretrained
+    run = train(TrainConfig(data=str(synth_root), epochs=1, project=str(tmp_path), name="ft", **TINY,
+                            weights=str(result.weights), weights_sha256=result.sha256,
+                            split_manifest=str(result.run_dir / "split.csv")))
+    assert (run.run_dir / "best.pt").is_file()
+
+
+def test_train_refuses_weights_that_saw_its_held_out_images(pretrained, synth_root, tmp_path):
+    _, result = pretrained
+    # Another seed draws another split: some of its validation/test images were pre-trained on.
+    with pytest.raises(EdgeskinError, match=r"pre-trained on \d+ of this run's validation/test images"):
+        train(TrainConfig(data=str(synth_root), epochs=1, seed=5, project=str(tmp_path / "runs"), **TINY,
+                          weights=str(result.weights), weights_sha256=result.sha256))
+    assert not (tmp_path / "runs").exists()
+
+
+def test_pretrain_config_takes_the_recipe_fields_then_explicit_options():
+    cfg = pretrain_config("ham-edge-robust", {"epochs": 5, "input_size": None})
+    assert (cfg.backbone, cfg.input_size, cfg.color_constancy, cfg.epochs) == \
+        ("edgeskin_cnn_m", (96, 128), "shades_of_gray", 5)
+    assert pretrain_config("ham-edge-robust", {"backbone": "edgeskin_cnn_s"}).backbone == "edgeskin_cnn_s"
+    assert pretrain_config(None, {}) == PretrainConfig()
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--temperature", "0"], "--temperature 0.0"),
+    (["--crop-scale", "2"], "--crop-scale 2.0"),
+    (["--batch-size", "500"], "--batch-size 500 is larger than the"),
+    (["--backbone", "resnet81"], "resnet81"),
+])
+def test_bad_pretrain_options_fail_in_one_line_and_write_nothing(synth_root, tmp_path, args, needle):
+    proc = run_cli("pretrain", "--data", synth_root, "--input-size", "32x48", *args, "--project", tmp_path / "runs")
+    assert needle in one_line_error(proc)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_ablation_row_pretrains_its_weights_once_and_pins_them(synth_root, tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    from edgeskin.benchmark.ablation import AblationConfig, Lever
+
+    path = Path(__file__).parents[1] / "benchmarks" / "ham10000_ablation.py"
+    spec = importlib.util.spec_from_file_location("ham10000_ablation", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    bench.SIMCLR_EPOCHS = 1  # the committed row's 25 epochs, cut for a test
+    lever = Lever("ssl", "pre-training", {"weights": "ssl/x/backbone.pt"})
+    cfg = AblationConfig(data=str(synth_root), recipe="ham-edge-int8", levers=(lever,), seeds=(0,),
+                         base={"input_size": (32, 48), "epochs": 1}, out=str(tmp_path))
+    pinned = bench.with_pretrained(lever, cfg)
+    weights = tmp_path / "ssl" / "x" / "backbone.pt"
+    assert pinned.overrides == {"weights": str(weights), "weights_sha256": sha256_file(weights)}
+    # Pre-trained on the shared split every row trains on, so no row's held-out images were seen.
+    assert (tmp_path / "ssl" / "x" / "split.csv").read_text() == (tmp_path / "split.csv").read_text()
+    before = weights.stat().st_mtime_ns
+    assert bench.with_pretrained(lever, cfg) == pinned and weights.stat().st_mtime_ns == before
+    assert bench.with_pretrained(pinned, cfg) is pinned
+    record = json.loads((tmp_path / "ssl" / "x" / "pretrain.json").read_text())["config"]
+    assert (record["backbone"], record["input_size"]) == ("edgeskin_cnn_m", [32, 48])  # the rows' own
