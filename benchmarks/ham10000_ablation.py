@@ -22,18 +22,25 @@ import argparse
 import json
 import shutil
 import sys
+from dataclasses import replace
 from pathlib import Path
 
-from edgeskin.benchmark.ablation import AblationConfig, Lever, run_ablation
+from edgeskin.benchmark.ablation import AblationConfig, Lever, run_ablation, shared_split
 from edgeskin.benchmark.ablation_report import merge_tables, render_markdown
+from edgeskin.config import PretrainConfig, recipe_config
 from edgeskin.errors import EdgeskinError
-from edgeskin.fileio import write_json, write_text
+from edgeskin.fileio import sha256_file, write_json, write_text
+from edgeskin.train.pretrain import pretrain
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parent.parent / "shared" / "data" / "HAM10000"
 BSM = {"loss": "balanced_softmax"}
 SOG = {**BSM, "color_constancy": "shades_of_gray"}
 NOT_RUN = "Not run in this table:"
+# Under --out; written by `edgeskin pretrain` when a row first needs it (with_pretrained), about
+# 100 s an epoch on 2 CPU cores at 96x128.
+SIMCLR = {"weights": "ssl/simclr-25/backbone.pt"}
+SIMCLR_EPOCHS = 25
 
 # Row order is run order: the cheap, likely-large levers first, so a cut-short run still answers.
 LEVERS = (
@@ -153,6 +160,11 @@ LEVERS = (
           teacher="sog+3x+distill+mask-guide"),
     Lever("sog+3x+distill-g3+mask-guide+clinical+mel-op", "clinical context", post="clinical+min_recall=0.7",
           reuse="sog+3x+distill-g3+mask-guide"),
+    # Self-supervised pre-training on the training images themselves, for clinics that cannot use
+    # ImageNet weights: `edgeskin pretrain` (SimCLR, lightly's loss) on the shared split's train
+    # side, once, its weights shared by the three seeds as a downloaded checkpoint would be; then
+    # the 6-epoch screen. Against shades-of-gray (random init).
+    Lever("sog+simclr", "pre-training", {**SOG, **SIMCLR}),
 )
 
 
@@ -205,7 +217,7 @@ def main() -> int:
         write_text(path.with_suffix(".md"), render_markdown(table))
     else:
         try:
-            run_ablation(cfg)
+            run_ablation(replace(cfg, levers=tuple(with_pretrained(lv, cfg) for lv in cfg.levers)))
         except EdgeskinError as e:  # e.g. --rows without a reused or teacher row: one line, not a traceback
             print(f"{e}{'; name it in --rows' if args.rows else ''}", file=sys.stderr)
             return 2
@@ -216,6 +228,22 @@ def main() -> int:
         shutil.copyfile(Path(args.out) / f"ablation.{ext}", results / f"ham10000_ablation.{ext}")
     print(f"wrote {results / 'ham10000_ablation.md'}")
     return 0
+
+
+def with_pretrained(lever: Lever, cfg: AblationConfig) -> Lever:
+    """A row whose `weights` names a file under --out: pre-train it on the shared split's train side
+    (SimCLR, with the row's backbone, input size and colour constancy) if it is not there yet, then
+    pin it by its SHA-256 as `edgeskin train --weights` requires."""
+    rel = lever.overrides.get("weights")
+    if rel is None or "weights_sha256" in lever.overrides:
+        return lever
+    path = Path(cfg.out) / rel
+    if not path.is_file():
+        row = recipe_config(cfg.recipe, {**cfg.base, **lever.overrides, "weights": None, "data": cfg.data})
+        shared = {k: getattr(row, k) for k in ("data", "task", "backbone", "input_size", "color_constancy")}
+        pretrain(PretrainConfig(**shared, split_manifest=str(shared_split(cfg)), epochs=SIMCLR_EPOCHS,
+                                project=str(path.parent.parent), name=path.parent.name, exist_ok=True))
+    return replace(lever, overrides={**lever.overrides, "weights": str(path), "weights_sha256": sha256_file(path)})
 
 
 def _row(table: dict, name: str) -> dict | None:
