@@ -165,6 +165,11 @@ LEVERS = (
     # side, once, its weights shared by the three seeds as a downloaded checkpoint would be; then
     # the 6-epoch screen. Against shades-of-gray (random init).
     Lever("sog+simclr", "pre-training", {**SOG, **SIMCLR}),
+    # The same weights at the length the distillation chain starts from (against sog+2x-epochs).
+    Lever("sog+2x+simclr", "pre-training", {**SOG, **SIMCLR, "epochs": 12}),
+    # +2.7 pp over sog+2x-epochs (0.659, the best first generation): so the chain's second step from
+    # the same weights, taught by those runs (against sog+2x+distill).
+    Lever("sog+2x+distill+simclr", "pre-training", {**SOG, **SIMCLR, "epochs": 12}, teacher="sog+2x+simclr"),
 )
 
 

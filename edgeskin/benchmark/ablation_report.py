@@ -56,7 +56,9 @@ def render_markdown(result: dict[str, Any]) -> str:
         "Balanced accuracy is the mean over seeds, with a 95% paired bootstrap interval (the same resampled "
         "test images for every seed). Δ is against the first row. Train minutes are per run; inference-time "
         "levers reuse another row's runs and train nothing. A distilled row's minutes are its student's; "
-        "its teacher row's runs (all seeds) come on top.",
+        "its teacher row's runs (all seeds) come on top. A row with `weights=` starts from an `edgeskin pretrain` "
+        "file: its minutes are the fine-tuning's, and the pre-training (once, for all seeds; its minutes are in "
+        "the file's pretrain.json) comes on top.",
         "",
         "Under device shift: the same test images as a simulated other device would take them "
         "(warm and cool white balance, under-exposure, defocus; `edgeskin.evaluate.shift`), mean over the four.",
