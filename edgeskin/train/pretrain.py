@@ -28,7 +28,7 @@ from edgeskin.errors import EdgeskinError
 from edgeskin.evaluate.metrics import quick_metrics
 from edgeskin.fileio import sha256_file, write_json
 from edgeskin.models import build_model
-from edgeskin.predict import amp_dtype, describe_device, resolve_device
+from edgeskin.predict import amp_dtype, describe_device, predict_logits, resolve_device
 from edgeskin.train import checkpoint as ckpt
 from edgeskin.train.engine import epoch_seed, lr_at, make_scaler, seed_everything
 from torchvision.transforms import v2  # after edgeskin.data.transforms, which loads the CPU-torch compat
@@ -70,36 +70,41 @@ class TwoViews(torch.utils.data.Dataset):
         return self.transform(x), self.transform(x)
 
 
+class Pooled(torch.nn.Module):
+    """The classifier's backbone, globally pooled: what the head sees, as one vector per image."""
+
+    def __init__(self, backbone: torch.nn.Module):
+        super().__init__()
+        self.backbone = backbone
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone.forward_features(x).mean((2, 3))
+
+
 class SimCLRNet(torch.nn.Module):
-    """The classifier's backbone, globally pooled, then lightly's 2-layer projection head."""
+    """The pooled backbone, then lightly's 2-layer projection head."""
 
     def __init__(self, backbone: torch.nn.Module, channels: int):
         super().__init__()
         from lightly.models.modules import SimCLRProjectionHead
 
-        self.backbone = backbone
+        self.pooled = Pooled(backbone)
         self.projection = SimCLRProjectionHead(channels, 2 * channels, 128)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.projection(self.backbone.forward_features(x).mean((2, 3)))
+        return self.projection(self.pooled(x))
 
 
-@torch.no_grad()
 def knn_balanced_accuracy(backbone, train_px, train_y, val_px, val_y, mean, std, device, k: int = 20) -> float:
     """Balanced accuracy of a cosine k-NN vote on pooled features: how much class information the
     features carry without any fitting (the usual SSL monitor, e.g. lightly's KNNClassifier)."""
     from sklearn.neighbors import KNeighborsClassifier
 
-    def feats(px: np.ndarray) -> np.ndarray:
-        out = [backbone.forward_features(normalize(torch.from_numpy(px[i:i + 256]).permute(0, 3, 1, 2).to(device),
-                                                   mean, std)).float().mean((2, 3)).cpu() for i in range(0, len(px), 256)]
-        return torch.nn.functional.normalize(torch.cat(out), dim=1).numpy()
-
-    was = backbone.training
-    backbone.eval()
-    knn = KNeighborsClassifier(min(k, len(train_y)), metric="cosine").fit(feats(train_px), train_y)
+    pooled, was = Pooled(backbone), backbone.training
+    knn = KNeighborsClassifier(min(k, len(train_y)), metric="cosine")
+    knn.fit(predict_logits(pooled, train_px, mean, std, device), train_y)
     probs = np.zeros((len(val_y), int(max(train_y.max(), val_y.max())) + 1))
-    probs[:, knn.classes_] = knn.predict_proba(feats(val_px))
+    probs[:, knn.classes_] = knn.predict_proba(predict_logits(pooled, val_px, mean, std, device))
     backbone.train(was)
     return float(quick_metrics(val_y, probs)["balanced_accuracy"])
 
@@ -128,7 +133,7 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
 
     def knn() -> float:
         return knn_balanced_accuracy(backbone, data.pixels[train_idx], data.targets[train_idx],
-                                     data.pixels[val_idx], data.targets[val_idx], mean_t, std_t, device)
+                                     data.pixels[val_idx], data.targets[val_idx], mean, std, device)
     knn_before = knn()
     run_dir = ckpt.new_run_dir(cfg.project, cfg.name, cfg.exist_ok)
     run_dir.mkdir(parents=True, exist_ok=True)
