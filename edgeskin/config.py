@@ -18,6 +18,26 @@ LOSSES = ("ce", "balanced_softmax", "focal")
 DEVICES = ("auto", "cpu", "cuda")
 
 
+def _shared_checks(cfg: "TrainConfig | PretrainConfig") -> list[tuple[bool, str]]:
+    """The option checks `train` and `pretrain` share (same fields, same meaning)."""
+    return [
+        (cfg.color_constancy in CONSTANCY,
+         f"--color-constancy {cfg.color_constancy!r}; choose one of {list(CONSTANCY)}"),
+        (cfg.device in DEVICES, f"--device {cfg.device!r}; choose one of {list(DEVICES)}"),
+        (cfg.epochs >= 1, f"--epochs {cfg.epochs}; use 1 or more"),
+        (cfg.workers >= 0, f"--workers {cfg.workers}; use 0 (load in the training process) or more"),
+        (cfg.lr > 0, f"--lr {cfg.lr}; use a positive learning rate"),
+        (all(16 <= s <= 1024 for s in cfg.input_size), f"--input-size {cfg.input_size}; use 16..1024 pixels"),
+        (cfg.max_images is None or cfg.max_images >= 20, f"--max-images {cfg.max_images}; use 20 or more"),
+    ]
+
+
+def _raise_first_failed(checks: list[tuple[bool, str]]) -> None:
+    for ok, message in checks:
+        if not ok:
+            raise EdgeskinError(f"invalid {message}")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     data: str = "synthetic"
@@ -68,8 +88,6 @@ class TrainConfig:
         checks = [
             (self.balance in BALANCE_MODES, f"--balance {self.balance!r}; choose one of {list(BALANCE_MODES)}"),
             (self.loss in LOSSES, f"--loss {self.loss!r}; choose one of {list(LOSSES)}"),
-            (self.color_constancy in CONSTANCY,
-             f"--color-constancy {self.color_constancy!r}; choose one of {list(CONSTANCY)}"),
             (0 <= self.mixup <= 1, f"--mixup {self.mixup}; use a probability in [0, 1]"),
             (self.ema_decay == 0 or 0.5 <= self.ema_decay < 1, f"--ema-decay {self.ema_decay}; use 0 (off) or [0.5, 1)"),
             (0 < self.distill_alpha <= 1, f"--distill-alpha {self.distill_alpha}; use a weight in (0, 1]"),
@@ -77,19 +95,11 @@ class TrainConfig:
             (self.mask_guidance >= 0, f"--mask-guidance {self.mask_guidance}; use 0 (off) or a positive weight"),
             (not (self.mask_guidance and self.mixup), f"--mask-guidance {self.mask_guidance} with --mixup "
              f"{self.mixup}; a mixed image has no single lesion mask, so use one of them"),
-            (self.device in DEVICES, f"--device {self.device!r}; choose one of {list(DEVICES)}"),
-            (self.epochs >= 1, f"--epochs {self.epochs}; use 1 or more"),
             (self.batch_size >= 2, f"--batch-size {self.batch_size}; use 2 or more (BatchNorm needs it)"),
-            (self.workers >= 0, f"--workers {self.workers}; use 0 (load in the training process) or more"),
-            (self.lr > 0, f"--lr {self.lr}; use a positive learning rate"),
             (0 <= self.label_smoothing < 1, f"--label-smoothing {self.label_smoothing}; use a value in [0, 1)"),
             (0 <= self.drop_rate < 1, f"--drop-rate {self.drop_rate}; use a value in [0, 1)"),
-            (all(16 <= s <= 1024 for s in self.input_size), f"--input-size {self.input_size}; use 16..1024 pixels"),
-            (self.max_images is None or self.max_images >= 20, f"--max-images {self.max_images}; use 20 or more"),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise EdgeskinError(f"invalid {message}")
+        _raise_first_failed(checks + _shared_checks(self))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -137,22 +147,11 @@ class PretrainConfig:
     exist_ok: bool = False
 
     def __post_init__(self) -> None:
-        checks = [
-            (self.color_constancy in CONSTANCY,
-             f"--color-constancy {self.color_constancy!r}; choose one of {list(CONSTANCY)}"),
-            (self.device in DEVICES, f"--device {self.device!r}; choose one of {list(DEVICES)}"),
-            (self.epochs >= 1, f"--epochs {self.epochs}; use 1 or more"),
+        _raise_first_failed([
             (self.batch_size >= 4, f"--batch-size {self.batch_size}; use 4 or more (each view needs negatives)"),
-            (self.lr > 0, f"--lr {self.lr}; use a positive learning rate"),
             (self.temperature > 0, f"--temperature {self.temperature}; use a positive value, e.g. 0.2"),
             (0.01 <= self.crop_scale <= 1, f"--crop-scale {self.crop_scale}; use a fraction in [0.01, 1]"),
-            (self.workers >= 0, f"--workers {self.workers}; use 0 (load in the process) or more"),
-            (all(16 <= s <= 1024 for s in self.input_size), f"--input-size {self.input_size}; use 16..1024 pixels"),
-            (self.max_images is None or self.max_images >= 20, f"--max-images {self.max_images}; use 20 or more"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise EdgeskinError(f"invalid {message}")
+        ] + _shared_checks(self))
 
 
 @dataclass(frozen=True)

@@ -110,8 +110,7 @@ def train(cfg: TrainConfig | None = None, resume: str | Path | None = None) -> T
     if cfg.weights:  # (SHA-256 checked by now) self-supervised weights must not have seen held-out images
         from edgeskin.train.pretrain import check_unseen
 
-        check_unseen(cfg.weights, [d for d, a in zip(data.digests, split.assignment) if a != "train"],
-                     "validation/test")
+        check_unseen(cfg.weights, [d for d, a in zip(data.digests, split.assignment) if a != "train"])
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)

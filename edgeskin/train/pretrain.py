@@ -13,6 +13,7 @@ test on any of them (`check_unseen`): a different --seed gives a different split
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +44,6 @@ class PretrainResult:
     run_dir: Path
     weights: Path
     sha256: str
-    epochs: int
     loss_history: tuple[float, ...]
     knn_before: float  # validation balanced accuracy of a k-NN on the features, at random init...
     knn_after: float  # ...and after pre-training (labels used for this report only)
@@ -172,21 +172,21 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
     ckpt.save(weights, {"state_dict": {k: v.cpu() for k, v in backbone.state_dict().items()}, META_KEY: meta})
     sha = sha256_file(weights)
     write_json(run_dir / "pretrain.json", {
-        "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.__dict__.items()},
+        "config": dataclasses.asdict(cfg),
         "weights": WEIGHTS_FILE, "sha256": sha, "train_images": len(train_idx), "loss_history": history,
         "knn_val_balanced_accuracy": {"random_init": knn_before, "pretrained": knn_after},
         "minutes": round((time.time() - t0) / 60, 2), "hardware": describe_device(device)})
     print(f"edgeskin pretrain: done; k-NN val balanced accuracy {knn_before:.3f} -> {knn_after:.3f}\n"
           f"  next: edgeskin train --weights {weights} --weights-sha256 {sha} "
           f"--split-manifest {run_dir / MANIFEST_FILE} ...")
-    return PretrainResult(run_dir, weights, sha, cfg.epochs, tuple(history), knn_before, knn_after)
+    return PretrainResult(run_dir, weights, sha, tuple(history), knn_before, knn_after)
 
 
-def check_unseen(weights: str | Path, digests: list[str], where: str) -> None:
+def check_unseen(weights: str | Path, held_out_digests: list[str]) -> None:
     """Refuse a run whose validation or test images were among a pre-trained file's images."""
     state = torch.load(weights, map_location="cpu", weights_only=True)
     seen = set(state.get(META_KEY, {}).get("train_digests", ())) if isinstance(state, dict) else set()
-    overlap = seen.intersection(digests)
+    overlap = seen.intersection(held_out_digests)
     if overlap:
-        raise EdgeskinError(f"--weights {weights} was pre-trained on {len(overlap)} of this run's {where} images; "
+        raise EdgeskinError(f"--weights {weights} was pre-trained on {len(overlap)} of this run's validation/test images; "
                             f"pass the --split-manifest `edgeskin pretrain` wrote beside it")
