@@ -170,6 +170,12 @@ LEVERS = (
     # +2.7 pp over sog+2x-epochs (0.659, the best first generation): so the chain's second step from
     # the same weights, taught by those runs (against sog+2x+distill).
     Lever("sog+2x+distill+simclr", "pre-training", {**SOG, **SIMCLR, "epochs": 12}, teacher="sog+2x+simclr"),
+    # The two first-generation levers together: the same weights, fine-tuned with mask guidance
+    # (against sog+2x+simclr and sog+2x-epochs+mask-guide). Do where to look and what the features
+    # already know add up?
+    Lever("sog+2x+simclr+mask-guide", "pre-training", {**SOG, **SIMCLR, "epochs": 12, "mask_guidance": 1.0}),
+    Lever("sog+2x+simclr+mask-guide+clinical+mel-op", "clinical context", post="clinical+min_recall=0.7",
+          reuse="sog+2x+simclr+mask-guide"),
 )
 
 
