@@ -30,6 +30,7 @@ from edgeskin.benchmark.ablation_report import merge_tables, render_markdown
 from edgeskin.config import PretrainConfig, recipe_config
 from edgeskin.errors import EdgeskinError
 from edgeskin.fileio import sha256_file, write_json, write_text
+from edgeskin.train.checkpoint import LAST
 from edgeskin.train.pretrain import pretrain
 
 HERE = Path(__file__).resolve().parent
@@ -243,13 +244,15 @@ def main() -> int:
 
 def with_pretrained(lever: Lever, cfg: AblationConfig) -> Lever:
     """A row whose `weights` names a file under --out: pre-train it on the shared split's train side
-    (SimCLR, with the row's backbone, input size and colour constancy) if it is not there yet, then
-    pin it by its SHA-256 as `edgeskin train --weights` requires."""
+    (SimCLR, with the row's backbone, input size and colour constancy) if it is not there yet, or
+    resume the killed pre-training; then pin it by its SHA-256 as `edgeskin train --weights` requires."""
     rel = lever.overrides.get("weights")
     if rel is None or "weights_sha256" in lever.overrides:
         return lever
     path = Path(cfg.out) / rel
-    if not path.is_file():
+    if not path.is_file() and (path.parent / LAST).is_file():
+        pretrain(resume=path.parent)
+    elif not path.is_file():
         row = recipe_config(cfg.recipe, {**cfg.base, **lever.overrides, "weights": None, "data": cfg.data})
         shared = {k: getattr(row, k) for k in ("data", "task", "backbone", "input_size", "color_constancy")}
         pretrain(PretrainConfig(**shared, split_manifest=str(shared_split(cfg)), epochs=SIMCLR_EPOCHS,

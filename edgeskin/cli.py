@@ -89,15 +89,20 @@ def train(resume, recipe, **options) -> None:
 
     options = {k: (None if v == () else v) for k, v in options.items()}  # an unused --teacher is ()
     if resume:
-        given = sorted(f"--{k.replace('_', '-')}" for k, v in options.items() if v is not None)
-        if given or recipe:
-            given = given + (["--recipe"] if recipe else [])
-            raise EdgeskinError(f"--resume continues {resume} with its saved config; drop {' '.join(given)} "
-                                "(or start a new run without --resume)")
+        _resume_alone(resume, recipe, options)
         result = run_train(resume=resume)
     else:
         result = run_train(recipe_config(recipe, options))
     click.echo(f"run: {result.run_dir}")
+
+
+def _resume_alone(resume: str, recipe: str | None, options: dict) -> None:
+    """--resume continues a run with the config saved in it, so any other option would be ignored."""
+    given = sorted(f"--{k.replace('_', '-')}" for k, v in options.items() if v is not None)
+    if given or recipe:
+        given = given + (["--recipe"] if recipe else [])
+        raise EdgeskinError(f"--resume continues {resume} with its saved config; drop {' '.join(given)} "
+                            "(or start a new run without --resume)")
 
 
 @cli.command()
@@ -118,18 +123,24 @@ def train(resume, recipe, **options) -> None:
 @click.option("--test-fraction", type=float)
 @click.option("--split-manifest", type=click.Path(), help="Reuse a split.csv from an earlier run.")
 @click.option("--max-images", type=int)
+@click.option("--max-minutes", type=float, help="Time budget; epochs are re-planned after each.")
 @click.option("--device", type=click.Choice(DEVICES))
 @click.option("--workers", type=int)
 @click.option("--project", help="Parent folder of runs (default runs/pretrain).")
 @click.option("--name", help="Run name (default exp; exp2, exp3... when taken).")
 @click.option("--exist-ok", is_flag=True, default=None, help="Overwrite the run NAME if it exists.")
-def pretrain(recipe, **options) -> None:
+@click.option("--resume", type=click.Path(), help="Continue a killed run from its last checkpoint.")
+def pretrain(resume, recipe, **options) -> None:
     """Self-supervised pre-training (SimCLR) on the training images: no labels, no external weights.
     Writes backbone.pt for `edgeskin train --weights`, and the split.csv that run must use."""
     from edgeskin.config import pretrain_config
     from edgeskin.train.pretrain import pretrain as run_pretrain
 
-    result = run_pretrain(pretrain_config(recipe, options))
+    if resume:
+        _resume_alone(resume, recipe, options)
+        result = run_pretrain(resume=resume)
+    else:
+        result = run_pretrain(pretrain_config(recipe, options))
     click.echo(f"weights: {result.weights}  sha256: {result.sha256}")
 
 

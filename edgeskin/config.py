@@ -29,7 +29,17 @@ def _shared_checks(cfg: "TrainConfig | PretrainConfig") -> list[tuple[bool, str]
         (cfg.lr > 0, f"--lr {cfg.lr}; use a positive learning rate"),
         (all(16 <= s <= 1024 for s in cfg.input_size), f"--input-size {cfg.input_size}; use 16..1024 pixels"),
         (cfg.max_images is None or cfg.max_images >= 20, f"--max-images {cfg.max_images}; use 20 or more"),
+        (cfg.max_minutes is None or cfg.max_minutes > 0,
+         f"--max-minutes {cfg.max_minutes}; use a positive number of minutes (or leave it out)"),
     ]
+
+
+def _load_saved(cls, path: Path, command: str):
+    """A config saved in a run folder (config.json), for --resume. JSON has no tuples, and every
+    list-valued field is a tuple; keys an older version did not write take their defaults."""
+    if not path.is_file():
+        raise EdgeskinError(f"{path} not found; --resume needs a run directory written by `edgeskin {command}`")
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(path.read_text()).items()})
 
 
 def _raise_first_failed(checks: list[tuple[bool, str]]) -> None:
@@ -111,12 +121,7 @@ class TrainConfig:
 
     @classmethod
     def load(cls, path: Path) -> "TrainConfig":
-        if not path.is_file():
-            raise EdgeskinError(f"{path} not found; --resume needs a run directory written by `edgeskin train`")
-        d = json.loads(path.read_text())
-        d["input_size"] = tuple(d["input_size"])
-        d["teacher"] = tuple(d.get("teacher", ()))
-        return cls(**d)
+        return _load_saved(cls, path, "train")
 
 
 @dataclass(frozen=True)
@@ -140,6 +145,7 @@ class PretrainConfig:
     test_fraction: float = 0.15
     split_manifest: str | None = None
     max_images: int | None = None
+    max_minutes: float | None = None  # time budget, as in TrainConfig: epochs are re-planned after each
     device: str = "auto"
     workers: int = 0
     project: str = "runs/pretrain"
@@ -152,6 +158,15 @@ class PretrainConfig:
             (self.temperature > 0, f"--temperature {self.temperature}; use a positive value, e.g. 0.2"),
             (0.01 <= self.crop_scale <= 1, f"--crop-scale {self.crop_scale}; use a fraction in [0.01, 1]"),
         ] + _shared_checks(self))
+
+    def save(self, path: Path) -> None:
+        from edgeskin.fileio import write_json
+
+        write_json(path, dataclasses.asdict(self))
+
+    @classmethod
+    def load(cls, path: Path) -> "PretrainConfig":
+        return _load_saved(cls, path, "pretrain")
 
 
 @dataclass(frozen=True)
@@ -314,7 +329,7 @@ def pretrain_config(recipe: str | None, overrides: dict[str, Any]) -> PretrainCo
     """A PretrainConfig from the fields a training recipe shares with it (data, backbone, input
     size, colour constancy, split), then the options the user gave explicitly."""
     names = {f.name for f in dataclasses.fields(PretrainConfig)} - {"epochs", "batch_size", "lr", "weight_decay",
-                                                                     "project", "name", "exist_ok"}
+                                                                     "max_minutes", "project", "name", "exist_ok"}
     fields = {k: v for k, v in recipe_config(recipe, {}).to_dict().items() if k in names} if recipe else {}
     fields.update({k: v for k, v in overrides.items() if v is not None})
     fields["input_size"] = tuple(fields.get("input_size", PretrainConfig.input_size))

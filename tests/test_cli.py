@@ -50,6 +50,7 @@ def _bad_dataset(tmp_path, kind):
     (["--data", "DATA", "--task", "multiclass"], "have no images"),
     (["--data", "TRUNCATED", "--task", "binary"], "0.jpg"),
     (["--data", "DATA", "--task", "binary", "--epochs", "0"], "--epochs 0"),
+    (["--data", "DATA", "--task", "binary", "--max-minutes", "0"], "--max-minutes 0.0"),
     (["--data", "DATA", "--task", "binary", "--split-manifest", "/no/split.csv"], "/no/split.csv"),
     (["--data", "DATA", "--task", "binary", "--weights", "/no/w.pth"], "/no/w.pth"),
 ])

@@ -3,6 +3,11 @@ and a guard against pre-training on the images a run later validates or tests on
 
 import json
 import math
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
@@ -86,23 +91,20 @@ def test_pretrain_config_takes_the_recipe_fields_then_explicit_options():
     (["--crop-scale", "2"], "--crop-scale 2.0"),
     (["--batch-size", "500"], "--batch-size 500 is larger than the"),
     (["--backbone", "resnet81"], "resnet81"),
+    (["--max-minutes", "-1"], "--max-minutes -1.0"),
+    (["--resume", "RUN", "--epochs", "3"], "drop --data --epochs --input-size --project"),
 ])
 def test_bad_pretrain_options_fail_in_one_line_and_write_nothing(synth_root, tmp_path, args, needle):
+    args = [str(tmp_path / "runs" / "exp") if a == "RUN" else a for a in args]
     proc = run_cli("pretrain", "--data", synth_root, "--input-size", "32x48", *args, "--project", tmp_path / "runs")
     assert needle in one_line_error(proc)
     assert not (tmp_path / "runs").exists()
 
 
 def test_ablation_row_pretrains_its_weights_once_and_pins_them(synth_root, tmp_path):
-    import importlib.util
-    from pathlib import Path
-
     from edgeskin.benchmark.ablation import AblationConfig, Lever
 
-    path = Path(__file__).parents[1] / "benchmarks" / "ham10000_ablation.py"
-    spec = importlib.util.spec_from_file_location("ham10000_ablation", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = _ablation_module()
     bench.SIMCLR_EPOCHS = 1  # the committed row's 25 epochs, cut for a test
     lever = Lever("ssl", "pre-training", {"weights": "ssl/x/backbone.pt"})
     cfg = AblationConfig(data=str(synth_root), recipe="ham-edge-int8", levers=(lever,), seeds=(0,),
@@ -117,3 +119,72 @@ def test_ablation_row_pretrains_its_weights_once_and_pins_them(synth_root, tmp_p
     assert bench.with_pretrained(pinned, cfg) is pinned
     record = json.loads((tmp_path / "ssl" / "x" / "pretrain.json").read_text())["config"]
     assert (record["backbone"], record["input_size"]) == ("edgeskin_cnn_m", [32, 48])  # the rows' own
+
+
+def _pretrain_cmd(synth_root, project, name, epochs):
+    return [sys.executable, "-m", "edgeskin", "pretrain", "--data", str(synth_root), "--backbone", "edgeskin_cnn_s",
+            "--input-size", "32x48", "--batch-size", "16", "--epochs", str(epochs), "--device", "cpu",
+            "--project", str(project), "--name", name]
+
+
+def test_killed_and_resumed_pretrain_ends_with_identical_weights(synth_root, tmp_path):
+    epochs = 6
+    subprocess.run(_pretrain_cmd(synth_root, tmp_path, "full", epochs), check=True, capture_output=True)
+    proc = subprocess.Popen(_pretrain_cmd(synth_root, tmp_path, "killed", epochs), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    last = tmp_path / "killed" / "last.pt"
+    deadline = time.time() + 300
+    while not last.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.005)
+    os.kill(proc.pid, signal.SIGKILL)  # a real kill, mid-run, no clean-up handlers
+    proc.wait()
+    assert not (tmp_path / "killed" / "backbone.pt").exists(), "run finished before it could be killed"
+    assert torch.load(last, weights_only=False)["epoch"] < epochs
+    subprocess.run([sys.executable, "-m", "edgeskin", "pretrain", "--resume", str(tmp_path / "killed")],
+                   check=True, capture_output=True)
+    # The epochs after the kill drew the views and the learning rates the uninterrupted run drew.
+    full, resumed = (json.loads((tmp_path / n / "pretrain.json").read_text()) for n in ("full", "killed"))
+    assert resumed["loss_history"] == full["loss_history"] and len(full["loss_history"]) == epochs
+    a, b = (torch.load(tmp_path / n / "backbone.pt", weights_only=True)["state_dict"] for n in ("full", "killed"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_pretrain_time_budget_stops_early_and_says_so(synth_root, tmp_path):
+    cfg = PretrainConfig(data=str(synth_root), epochs=50, max_minutes=0.0001, project=str(tmp_path), **TINY)
+    result = pretrain(cfg)
+    record = json.loads((result.run_dir / "pretrain.json").read_text())
+    assert len(result.loss_history) == 1 and record["stop_reason"] == "time budget of 0.0001 min reached"
+    # The plan (which the learning rate follows) was cut to the budget, and the checkpoint says so.
+    assert torch.load(result.run_dir / "last.pt", weights_only=False)["planned_epochs"] == 1
+
+
+def test_ablation_resumes_a_killed_pretraining(synth_root, tmp_path):
+    bench = _ablation_module()
+    bench.SIMCLR_EPOCHS = 1
+    from edgeskin.benchmark.ablation import AblationConfig, Lever
+
+    lever = Lever("ssl", "pre-training", {"weights": "ssl/x/backbone.pt"})
+    cfg = AblationConfig(data=str(synth_root), recipe="ham-edge-int8", levers=(lever,), seeds=(0,),
+                         base={"input_size": (32, 48), "epochs": 1}, out=str(tmp_path))
+    bench.with_pretrained(lever, cfg)
+    run = tmp_path / "ssl" / "x"
+    # As if killed after its last epoch but before the weights were written, with a marker in the
+    # saved history: a resumed run keeps it, a restarted one would overwrite it.
+    (run / "backbone.pt").unlink()
+    state = torch.load(run / "last.pt", weights_only=False)
+    torch.save({**state, "history": [123.0]}, run / "last.pt")
+    pinned = bench.with_pretrained(lever, cfg)
+    assert json.loads((run / "pretrain.json").read_text())["loss_history"] == [123.0]
+    assert pinned.overrides["weights_sha256"] == sha256_file(run / "backbone.pt")
+
+
+def _ablation_module():
+    """benchmarks/ham10000_ablation.py (a script, not a package module), loaded fresh."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "benchmarks" / "ham10000_ablation.py"
+    spec = importlib.util.spec_from_file_location("ham10000_ablation", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    return bench

@@ -32,6 +32,15 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return seed * 100_003 + epoch
 
 
+def replan(state: dict, max_minutes: float | None, epochs: int) -> None:
+    """Fit the remaining epochs to a time budget from the mean epoch so far (after every epoch, so
+    the budget holds even if epochs slow down). Needs state["epoch"], ["elapsed"] (seconds), and
+    sets ["planned_epochs"], which the learning-rate schedule follows."""
+    if max_minutes:
+        left = int((max_minutes * 60 - state["elapsed"]) // (state["elapsed"] / state["epoch"]))
+        state["planned_epochs"] = max(state["epoch"], min(epochs, state["epoch"] + left))
+
+
 def lr_at(step: int, total: int, warmup: int, base_lr: float) -> float:
     """Linear warm-up then cosine decay to 1% of the base rate."""
     if step < warmup:

@@ -31,8 +31,8 @@ from edgeskin.models import CAM_LAYER, build_model
 from edgeskin.models.factory import count_params
 from edgeskin.predict import describe_device, predict_logits, resolve_device, softmax
 from edgeskin.train import checkpoint as ckpt
-from edgeskin.train.engine import (epoch_seed, lr_at, make_loader, make_loss, make_mixer, make_scaler, seed_everything,
-                                   train_epoch)
+from edgeskin.train.engine import (epoch_seed, lr_at, make_loader, make_loss, make_mixer, make_scaler, replan,
+                                   seed_everything, train_epoch)
 
 
 @dataclass(frozen=True)
@@ -168,10 +168,7 @@ def train(cfg: TrainConfig | None = None, resume: str | Path | None = None) -> T
         else:
             state["bad_epochs"] += 1
         state["epoch"] = epoch + 1
-        if cfg.max_minutes:  # re-plan every epoch, so the budget holds even if epochs slow down
-            per_epoch = state["elapsed"] / state["epoch"]
-            left = int((cfg.max_minutes * 60 - state["elapsed"]) // per_epoch)
-            state["planned_epochs"] = max(state["epoch"], min(cfg.epochs, state["epoch"] + left))
+        replan(state, cfg.max_minutes, cfg.epochs)
         ckpt.save(run_dir / ckpt.LAST, {**state, "model": model.state_dict(), "optimizer": opt.state_dict(),
                                         "scaler": scaler.state_dict(),
                                         **({"ema": ema.state_dict()} if ema is not None else {})})
