@@ -147,6 +147,8 @@ def test_killed_and_resumed_pretrain_ends_with_identical_weights(synth_root, tmp
     assert resumed["loss_history"] == full["loss_history"] and len(full["loss_history"]) == epochs
     a, b = (torch.load(tmp_path / n / "backbone.pt", weights_only=True)["state_dict"] for n in ("full", "killed"))
     assert all(torch.equal(a[k], b[k]) for k in a)
+    # ...and so the same file: the SHA-256 `train --weights-sha256` pins does not depend on the kill.
+    assert sha256_file(tmp_path / "full" / "backbone.pt") == sha256_file(tmp_path / "killed" / "backbone.pt")
 
 
 def test_pretrain_time_budget_stops_early_and_says_so(synth_root, tmp_path):

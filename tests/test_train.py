@@ -94,6 +94,8 @@ def test_killed_and_resumed_run_ends_with_identical_weights(synth_root, tmp_path
         [h["val_balanced_accuracy"] for h in resumed["history"]]
     card = json.loads((tmp_path / "killed" / "model_card.json").read_text())
     assert card["weights"]["sha256"] == sha256_file(tmp_path / "killed" / "best.pt")
+    # Equal weights, equal bytes: the card's SHA-256 is the uninterrupted run's.
+    assert card["weights"]["sha256"] == sha256_file(tmp_path / "full" / "best.pt")
     assert np.isclose(card["metrics"]["val"]["balanced_accuracy"],
                       json.loads((tmp_path / "full" / "model_card.json").read_text())["metrics"]["val"]["balanced_accuracy"])
 

@@ -52,12 +52,10 @@ def qat_mode(model: nn.Module) -> None:
 def save(path: Path, model: nn.Module, pruned_arch: dict | None, quantized: bool) -> None:
     import nncf.torch
 
-    from edgeskin.fileio import atomic_path
+    from edgeskin.train import checkpoint as ckpt
 
-    blob = {"state_dict": model.state_dict(), "pruned_arch": pruned_arch,
-            "nncf_config": nncf.torch.get_config(model) if quantized else None}
-    with atomic_path(path) as tmp:
-        torch.save(blob, tmp)
+    ckpt.save(path, {"state_dict": model.state_dict(), "pruned_arch": pruned_arch,
+                     "nncf_config": nncf.torch.get_config(model) if quantized else None})
 
 
 def restore(path: Path, fresh: nn.Module) -> nn.Module:

@@ -25,8 +25,10 @@ def new_run_dir(project: str, name: str, exist_ok: bool) -> Path:
 
 
 def save(path: Path, obj: Any) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    # To an open file, not a path: torch.save names the zip's inner folder after a path it is given,
+    # which here is the random temporary name, so equal weights would get a new SHA-256 every save.
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
 
 
 def load_state(run_dir: Path) -> dict[str, Any]:
