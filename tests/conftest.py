@@ -54,6 +54,32 @@ def run_cli(*args: str, cwd: Path | None = None, check: bool = False) -> subproc
     return proc
 
 
+def full_killed_resumed(command: str, args: list[str], project: Path, finished: str) -> int:
+    """Run `edgeskin COMMAND ARGS` to the end as project/full; again as project/killed, SIGKILLed
+    once its first last.pt appears (a real kill, mid-run, no clean-up handlers), then `--resume`d
+    to the end. Fails if the killed run had already written `finished`. Returns the epochs the
+    killed run had checkpointed before the kill."""
+    import signal
+    import time
+
+    import torch
+
+    cmd = [sys.executable, "-m", "edgeskin", command, *map(str, args), "--project", str(project), "--name"]
+    subprocess.run([*cmd, "full"], check=True, capture_output=True)
+    killed = project / "killed"
+    proc = subprocess.Popen([*cmd, "killed"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (killed / "last.pt").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.005)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert (killed / "last.pt").exists() and not (killed / finished).exists(), "the run ended before the kill"
+    done = torch.load(killed / "last.pt", weights_only=False)["epoch"]
+    subprocess.run([sys.executable, "-m", "edgeskin", command, "--resume", str(killed)], check=True,
+                   capture_output=True)
+    return done
+
+
 def one_line_error(proc: subprocess.CompletedProcess) -> str:
     """The CLI's error contract: non-zero exit, exactly one non-empty stderr line starting 'error:'."""
     assert proc.returncode != 0, proc.stdout

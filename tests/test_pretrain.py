@@ -3,16 +3,11 @@ and a guard against pre-training on the images a run later validates or tests on
 
 import json
 import math
-import os
-import signal
-import subprocess
-import sys
-import time
 
 import pytest
 import torch
 
-from conftest import one_line_error, run_cli
+from conftest import full_killed_resumed, one_line_error, run_cli
 from edgeskin.config import PretrainConfig, TrainConfig, pretrain_config
 from edgeskin.data.split import read_manifest
 from edgeskin.errors import EdgeskinError
@@ -121,27 +116,11 @@ def test_ablation_row_pretrains_its_weights_once_and_pins_them(synth_root, tmp_p
     assert (record["backbone"], record["input_size"]) == ("edgeskin_cnn_m", [32, 48])  # the rows' own
 
 
-def _pretrain_cmd(synth_root, project, name, epochs):
-    return [sys.executable, "-m", "edgeskin", "pretrain", "--data", str(synth_root), "--backbone", "edgeskin_cnn_s",
-            "--input-size", "32x48", "--batch-size", "16", "--epochs", str(epochs), "--device", "cpu",
-            "--project", str(project), "--name", name]
-
-
 def test_killed_and_resumed_pretrain_ends_with_identical_weights(synth_root, tmp_path):
     epochs = 6
-    subprocess.run(_pretrain_cmd(synth_root, tmp_path, "full", epochs), check=True, capture_output=True)
-    proc = subprocess.Popen(_pretrain_cmd(synth_root, tmp_path, "killed", epochs), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    last = tmp_path / "killed" / "last.pt"
-    deadline = time.time() + 300
-    while not last.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.005)
-    os.kill(proc.pid, signal.SIGKILL)  # a real kill, mid-run, no clean-up handlers
-    proc.wait()
-    assert not (tmp_path / "killed" / "backbone.pt").exists(), "run finished before it could be killed"
-    assert torch.load(last, weights_only=False)["epoch"] < epochs
-    subprocess.run([sys.executable, "-m", "edgeskin", "pretrain", "--resume", str(tmp_path / "killed")],
-                   check=True, capture_output=True)
+    args = ["--data", synth_root, "--backbone", "edgeskin_cnn_s", "--input-size", "32x48", "--batch-size", "16",
+            "--epochs", epochs, "--device", "cpu"]
+    assert full_killed_resumed("pretrain", args, tmp_path, "backbone.pt") < epochs
     # The epochs after the kill drew the views and the learning rates the uninterrupted run drew.
     full, resumed = (json.loads((tmp_path / n / "pretrain.json").read_text()) for n in ("full", "killed"))
     assert resumed["loss_history"] == full["loss_history"] and len(full["loss_history"]) == epochs

@@ -1,16 +1,13 @@
 """Training: card contents, honest split, determinism, and kill-then-resume equivalence."""
 
 import json
-import os
-import signal
-import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 import torch
 
+from conftest import full_killed_resumed
 from edgeskin.card import ModelCard
 from edgeskin.config import TrainConfig
 from edgeskin.fileio import sha256_file
@@ -63,30 +60,13 @@ def test_time_budget_replans_epochs(synth_root, tmp_path):
     assert result.epochs_run == 1
 
 
-def _train_cmd(synth_root, project, name, epochs):
-    return [sys.executable, "-m", "edgeskin", "train", "--data", str(synth_root), "--backbone", "edgeskin_cnn_s",
-            "--input-size", "32x48", "--batch-size", "16", "--epochs", str(epochs), "--patience", "50",
-            "--device", "cpu", "--project", str(project), "--name", name]
-
-
 def test_killed_and_resumed_run_ends_with_identical_weights(synth_root, tmp_path):
     epochs = 6
-    subprocess.run(_train_cmd(synth_root, tmp_path, "full", epochs), check=True, capture_output=True)
-    proc = subprocess.Popen(_train_cmd(synth_root, tmp_path, "killed", epochs), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    last = tmp_path / "killed" / "last.pt"
-    deadline = time.time() + 300
-    while not last.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.005)
-    os.kill(proc.pid, signal.SIGKILL)  # a real kill, mid-training, no clean-up handlers
-    proc.wait()
-    assert not (tmp_path / "killed" / "model_card.json").exists(), "run finished before it could be killed"
-    done_before_kill = torch.load(last, weights_only=False)["epoch"]
-    assert done_before_kill < epochs
-    subprocess.run([sys.executable, "-m", "edgeskin", "train", "--resume", str(tmp_path / "killed")],
-                   check=True, capture_output=True)
+    args = ["--data", synth_root, "--backbone", "edgeskin_cnn_s", "--input-size", "32x48", "--batch-size", "16",
+            "--epochs", epochs, "--patience", "50", "--device", "cpu"]
+    assert full_killed_resumed("train", args, tmp_path, "model_card.json") < epochs
     full = torch.load(tmp_path / "full" / "last.pt", weights_only=False)
-    resumed = torch.load(last, weights_only=False)
+    resumed = torch.load(tmp_path / "killed" / "last.pt", weights_only=False)
     assert resumed["epoch"] == full["epoch"] == epochs
     for key, value in full["model"].items():
         assert torch.equal(value, resumed["model"][key]), key
