@@ -115,8 +115,8 @@ def knn_balanced_accuracy(backbone, train_px, train_y, val_px, val_y, mean, std,
 
 
 def pretrain(cfg: PretrainConfig | None = None, resume: str | Path | None = None) -> PretrainResult:
-    """Pre-train from `cfg`, or continue the run folder `resume` (killed, or stopped by its time
-    budget) with the config saved in it: the epochs it finishes are the ones it would have run."""
+    """Pre-train from `cfg`, or continue the killed run in folder `resume` with the config saved in
+    it: the epochs it finishes are the ones the uninterrupted run would have run."""
     from lightly.loss import NTXentLoss
 
     from edgeskin.train.loop import prepare_data
