@@ -25,7 +25,15 @@ RAW = ("import json, sys\nfrom PIL import Image\nfrom edge_runtime import Classi
 
 
 @pytest.fixture(scope="module")
-def device_dir(exported_tiny, synth_root, tmp_path_factory):
+def userland():
+    """Build (first run only) the userland and its wheels, on their own: the build's log goes to
+    stdout, and on a cold cache it would otherwise come before a test command's JSON."""
+    proc = subprocess.run(["bash", str(TOOL), "setup"], capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0 and "ok aarch64" in proc.stdout, (proc.stdout + proc.stderr)[-2000:]
+
+
+@pytest.fixture(scope="module")
+def device_dir(userland, exported_tiny, synth_root, tmp_path_factory):
     """What goes on the device: the runtime's source, the int8 file with its card, a photo."""
     d = tmp_path_factory.mktemp("device")
     shutil.copytree(ROOT / "edge_runtime" / "src", d / "edge_runtime" / "src")
