@@ -34,6 +34,13 @@ def _shared_checks(cfg: "TrainConfig | PretrainConfig") -> list[tuple[bool, str]
     ]
 
 
+def _save(cfg: "TrainConfig | PretrainConfig", path: Path) -> None:
+    """The run folder's config.json, which --resume reads back with _load_saved."""
+    from edgeskin.fileio import write_json
+
+    write_json(path, dataclasses.asdict(cfg))
+
+
 def _load_saved(cls, path: Path, command: str):
     """A config saved in a run folder (config.json), for --resume. JSON has no tuples, and every
     list-valued field is a tuple; keys an older version did not write take their defaults."""
@@ -115,9 +122,7 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     def save(self, path: Path) -> None:
-        from edgeskin.fileio import write_json
-
-        write_json(path, self.to_dict())
+        _save(self, path)
 
     @classmethod
     def load(cls, path: Path) -> "TrainConfig":
@@ -160,9 +165,7 @@ class PretrainConfig:
         ] + _shared_checks(self))
 
     def save(self, path: Path) -> None:
-        from edgeskin.fileio import write_json
-
-        write_json(path, dataclasses.asdict(self))
+        _save(self, path)
 
     @classmethod
     def load(cls, path: Path) -> "PretrainConfig":
