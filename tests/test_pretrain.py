@@ -96,6 +96,11 @@ def test_bad_pretrain_options_fail_in_one_line_and_write_nothing(synth_root, tmp
     assert not (tmp_path / "runs").exists()
 
 
+def test_resume_of_a_folder_pretrain_did_not_write_names_it(tmp_path):
+    assert "--resume needs a run directory written by `edgeskin pretrain`" in \
+        one_line_error(run_cli("pretrain", "--resume", tmp_path / "nothing"))
+
+
 def test_ablation_row_pretrains_its_weights_once_and_pins_them(synth_root, tmp_path):
     from edgeskin.benchmark.ablation import AblationConfig, Lever
 
