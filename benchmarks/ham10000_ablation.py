@@ -41,7 +41,9 @@ NOT_RUN = "Not run in this table:"
 # Under --out; written by `edgeskin pretrain` when a row first needs it (with_pretrained), about
 # 100 s an epoch on 2 CPU cores at 96x128.
 SIMCLR = {"weights": "ssl/simclr-25/backbone.pt"}
-SIMCLR_EPOCHS = 25
+SIMCLR_50 = {"weights": "ssl/simclr-50/backbone.pt"}
+# SimCLR epochs behind each pre-trained file a row names.
+SIMCLR_EPOCHS = {SIMCLR["weights"]: 25, SIMCLR_50["weights"]: 50}
 
 # Row order is run order: the cheap, likely-large levers first, so a cut-short run still answers.
 LEVERS = (
@@ -177,6 +179,9 @@ LEVERS = (
     Lever("sog+2x+simclr+mask-guide", "pre-training", {**SOG, **SIMCLR, "epochs": 12, "mask_guidance": 1.0}),
     Lever("sog+2x+simclr+mask-guide+clinical+mel-op", "clinical context", post="clinical+min_recall=0.7",
           reuse="sog+2x+simclr+mask-guide"),
+    # SimCLR's loss was still falling at 25 epochs (and contrastive methods usually run hundreds):
+    # the same fine-tuning from weights pre-trained twice as long (against sog+2x+simclr).
+    Lever("sog+2x+simclr-50", "pre-training", {**SOG, **SIMCLR_50, "epochs": 12}),
 )
 
 
@@ -255,7 +260,7 @@ def with_pretrained(lever: Lever, cfg: AblationConfig) -> Lever:
     elif not path.is_file():
         row = recipe_config(cfg.recipe, {**cfg.base, **lever.overrides, "weights": None, "data": cfg.data})
         shared = {k: getattr(row, k) for k in ("data", "task", "backbone", "input_size", "color_constancy")}
-        pretrain(PretrainConfig(**shared, split_manifest=str(shared_split(cfg)), epochs=SIMCLR_EPOCHS,
+        pretrain(PretrainConfig(**shared, split_manifest=str(shared_split(cfg)), epochs=SIMCLR_EPOCHS[rel],
                                 project=str(path.parent.parent), name=path.parent.name, exist_ok=True))
     return replace(lever, overrides={**lever.overrides, "weights": str(path), "weights_sha256": sha256_file(path)})
 

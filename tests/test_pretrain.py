@@ -105,7 +105,7 @@ def test_ablation_row_pretrains_its_weights_once_and_pins_them(synth_root, tmp_p
     from edgeskin.benchmark.ablation import AblationConfig, Lever
 
     bench = _ablation_module()
-    bench.SIMCLR_EPOCHS = 1  # the committed row's 25 epochs, cut for a test
+    bench.SIMCLR_EPOCHS = {"ssl/x/backbone.pt": 1}  # the committed rows' 25 or 50 epochs, cut for a test
     lever = Lever("ssl", "pre-training", {"weights": "ssl/x/backbone.pt"})
     cfg = AblationConfig(data=str(synth_root), recipe="ham-edge-int8", levers=(lever,), seeds=(0,),
                          base={"input_size": (32, 48), "epochs": 1}, out=str(tmp_path))
@@ -146,7 +146,7 @@ def test_pretrain_time_budget_stops_early_and_says_so(synth_root, tmp_path):
 
 def test_ablation_resumes_a_killed_pretraining(synth_root, tmp_path):
     bench = _ablation_module()
-    bench.SIMCLR_EPOCHS = 1
+    bench.SIMCLR_EPOCHS = {"ssl/x/backbone.pt": 1}
     from edgeskin.benchmark.ablation import AblationConfig, Lever
 
     lever = Lever("ssl", "pre-training", {"weights": "ssl/x/backbone.pt"})
