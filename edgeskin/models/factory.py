@@ -7,6 +7,8 @@ The named identity `cam_layer` marks exactly the tensor the head pools, so CAM a
 from __future__ import annotations
 
 import difflib
+import hashlib
+import io
 from pathlib import Path
 
 import edgeskin._compat  # noqa: F401  (torchvision import on CPU torch)
@@ -17,7 +19,6 @@ from torch import nn
 
 import edgeskin.models.cnn  # noqa: F401  (registers edgeskin_cnn_* with timm)
 from edgeskin.errors import EdgeskinError
-from edgeskin.fileio import sha256_file
 from edgeskin.models.heads import HEADS
 
 CAM_LAYER = "cam_layer"
@@ -89,15 +90,18 @@ def load_weights(backbone: nn.Module, path: str | Path, sha256: str | None) -> N
         raise EdgeskinError(f"weights file {path} does not exist; pass a local .pth/.safetensors file")
     if not sha256:
         raise EdgeskinError(f"--weights {path} needs --weights-sha256 (get it with `sha256sum {path}`)")
-    actual = sha256_file(path)
+    # One read: the bytes loaded are the bytes whose hash was checked (the file cannot change in
+    # between), and a large checkpoint is read from disk once, not twice.
+    blob = path.read_bytes()
+    actual = hashlib.sha256(blob).hexdigest()
     if actual != sha256.lower():
         raise EdgeskinError(f"{path} has SHA-256 {actual}, not the expected {sha256}; the file is not the one you meant")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+        from safetensors.torch import load
 
-        state = load_file(str(path))
+        state = load(blob)
     else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
