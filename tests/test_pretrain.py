@@ -119,6 +119,13 @@ def test_ablation_row_pretrains_its_weights_once_and_pins_them(synth_root, tmp_p
     assert bench.with_pretrained(pinned, cfg) is pinned
     record = json.loads((tmp_path / "ssl" / "x" / "pretrain.json").read_text())["config"]
     assert (record["backbone"], record["input_size"]) == ("edgeskin_cnn_m", [32, 48])  # the rows' own
+    assert record["epochs"] == 1  # the file's own length, from SIMCLR_EPOCHS
+
+
+def test_every_pretrained_ablation_row_names_a_file_of_known_length():
+    bench = _ablation_module()
+    named = {lv.overrides["weights"] for lv in bench.LEVERS if "weights" in lv.overrides}
+    assert named and named <= set(bench.SIMCLR_EPOCHS)
 
 
 def test_killed_and_resumed_pretrain_ends_with_identical_weights(synth_root, tmp_path):
