@@ -40,10 +40,17 @@ SOG = {**BSM, "color_constancy": "shades_of_gray"}
 NOT_RUN = "Not run in this table:"
 # Under --out; written by `edgeskin pretrain` when a row first needs it (with_pretrained), about
 # 100 s an epoch on 2 CPU cores at 96x128.
-SIMCLR = {"weights": "ssl/simclr-25/backbone.pt"}
-SIMCLR_50 = {"weights": "ssl/simclr-50/backbone.pt"}
-# SimCLR epochs behind each pre-trained file a row names.
-SIMCLR_EPOCHS = {SIMCLR["weights"]: 25, SIMCLR_50["weights"]: 50}
+SIMCLR_EPOCHS: dict[str, int] = {}  # each pre-trained file a row names -> its SimCLR epochs
+
+
+def simclr(epochs: int) -> dict[str, str]:
+    """A row's `weights` override: SimCLR run for `epochs`, the length stated once (name and run)."""
+    rel = f"ssl/simclr-{epochs}/backbone.pt"
+    SIMCLR_EPOCHS[rel] = epochs
+    return {"weights": rel}
+
+
+SIMCLR, SIMCLR_50 = simclr(25), simclr(50)
 
 # Row order is run order: the cheap, likely-large levers first, so a cut-short run still answers.
 LEVERS = (
