@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from edgeskin.benchmark.ablation import AblationConfig, Lever, Scored, paired_bootstrap, run_ablation
+from edgeskin.benchmark.ablation import AblationConfig, Lever, Scored, paired_bootstrap, run_ablation, train_rows
 from edgeskin.benchmark.posthoc import fit_class_offsets, pick_tau
 from edgeskin.config import TrainConfig
 from edgeskin.errors import EdgeskinError
@@ -211,6 +211,28 @@ def test_seeds_train_side_by_side_and_are_reused_on_other_hardware(synth_root, t
     # ...but another recipe value is another run.
     other = run_ablation(replace(side, parallel=1, base={**TINY, "epochs": 2}))
     assert (runs / "base-s0" / "best.pt").stat().st_mtime_ns != before and other["rows"][0]["mean"]["epochs"] == 2
+
+
+def test_train_only_trains_every_trained_row_and_a_later_ablation_scores_those_runs(synth_root, tmp_path):
+    """What a lent GPU runs (--train-only): the trained rows' runs, teachers first, nothing scored;
+    the ablation run later where the runs are copied scores them without training again."""
+    levers = (Lever("base", "reference"), Lever("op", "operating point", post="min_recall=1.0", reuse="base"),
+              Lever("student", "distillation", teacher="base"))
+    cfg = AblationConfig(data=str(synth_root), recipe="demo", levers=levers, seeds=(0, 1),
+                         base={**TINY, "epochs": 1}, out=str(tmp_path / "abl"), bootstrap=0)
+    runs = tmp_path / "abl" / "runs"
+    assert train_rows(cfg) == [runs / n for n in ("base-s0", "base-s1", "student-s0", "student-s1")]
+    assert sorted(p.name for p in runs.iterdir()) == ["base-s0", "base-s1", "student-s0", "student-s1"]
+    assert not list(runs.glob("*/scores-*.npz")) and not (tmp_path / "abl" / "ablation.json").exists()
+    stamps = {p: (p / "best.pt").stat().st_mtime_ns for p in runs.iterdir()}
+    result = run_ablation(replace(cfg, workers=1))  # another loader setting: the same runs
+    assert {p: (p / "best.pt").stat().st_mtime_ns for p in runs.iterdir()} == stamps
+    assert [r["name"] for r in result["rows"]] == ["base", "op", "student"]
+    assert all(0 <= r["mean"]["balanced_accuracy"] <= 1 for r in result["rows"])
+    # A row whose teacher is not among the rows is refused before anything trains.
+    with pytest.raises(EdgeskinError, match="not an earlier trained row"):
+        train_rows(replace(cfg, levers=levers[2:], out=str(tmp_path / "other")))
+    assert not (tmp_path / "other").exists()
 
 
 def test_distilled_row_scores_its_teacher_ensemble(synth_root, tmp_path):

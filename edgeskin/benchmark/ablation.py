@@ -334,7 +334,7 @@ def summarise(lever: Lever, per_seed: dict[int, dict[str, Any]], scored: Sequenc
 
 # The whole ablation -------------------------------------------------------------------------------
 
-def run_ablation(cfg: AblationConfig) -> dict[str, Any]:
+def _check_levers(cfg: AblationConfig) -> None:
     names = [lv.name for lv in cfg.levers]
     if len(set(names)) != len(names):
         raise EdgeskinError(f"lever names must be unique; got {names}")
@@ -346,6 +346,25 @@ def run_ablation(cfg: AblationConfig) -> dict[str, Any]:
         if lv.teacher is not None and lv.teacher not in trained_before:
             raise EdgeskinError(f"lever {lv.name!r} distils from {lv.teacher!r}, which is not an earlier trained row; "
                                 f"run {lv.teacher!r} and its own teachers before it (finished runs are reused)")
+
+
+def train_rows(cfg: AblationConfig) -> list[Path]:
+    """Steps 1-2 only: train (or reuse) every trained row's runs and score nothing. For a lent GPU
+    that has the images but not their lesion masks, or too little time to score: run the
+    ablation where the runs are brought back, and it reuses them (device and workers aside)."""
+    _check_levers(cfg)
+    manifest = shared_split(cfg)
+    done = []
+    for lever in (lv for lv in cfg.levers if lv.reuse is None):
+        configs = [run_config(cfg, lever, seed, manifest) for seed in cfg.seeds]
+        if cfg.parallel > 1:
+            train_side_by_side(configs, cfg.parallel)
+        done += [train_or_reuse(c) for c in configs]
+    return done
+
+
+def run_ablation(cfg: AblationConfig) -> dict[str, Any]:
+    _check_levers(cfg)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     manifest = shared_split(cfg)
