@@ -24,10 +24,9 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 from edge_runtime.preprocess import color_constancy
-from edge_runtime.site import valid_recall
 
 from edgeskin.benchmark.ablation_report import render_markdown
-from edgeskin.benchmark.posthoc import fit_class_offsets, pick_tau
+from edgeskin.benchmark.posthoc import POST_LEVERS, clinical_of, fit_class_offsets, min_recall_of, pick_tau
 from edgeskin.benchmark.scored import Scored, ensemble_row, paired_bootstrap, seed_row  # noqa: F401  (re-exported)
 from edgeskin.card import ModelCard
 from edgeskin.config import TrainConfig, recipe_config
@@ -43,12 +42,6 @@ from edgeskin.fileio import atomic_path, sha256_file, write_json, write_text
 from edgeskin.train.checkpoint import CONFIG, LAST
 from edgeskin.predict import describe_device, predict_logits, resolve_device, softmax
 
-# R: a recall in (0, 1], e.g. min_recall=0.7. clinical_unrecorded: the same run's test images sent
-# with no context, so no prior (what leaving the fields empty costs); +min_recall=R: the operating
-# point fitted on the validation logits with the prior, as `edgeskin export --min-recall` fits it.
-# class_thresholds: one logit offset per class, searched on validation balanced accuracy.
-POST_LEVERS = ("logit_adjust", "class_thresholds", "tta", "min_recall=R", "clinical", "clinical_unrecorded",
-               "clinical+min_recall=R")
 SCORE_VERSION = 3  # bump when scoring changes (shifts, TTA, tau grid, clinical fit): cached scores are redone
 
 
@@ -65,27 +58,9 @@ class Lever:
     teacher: str | None = None
 
     def __post_init__(self) -> None:
-        if (self.post is not None and self.post not in POST_LEVERS and _min_recall(self.post) is None
-                and _clinical(self.post) is None):
+        if (self.post is not None and self.post not in POST_LEVERS and min_recall_of(self.post) is None
+                and clinical_of(self.post) is None):
             raise EdgeskinError(f"lever {self.name!r}: unknown post {self.post!r}; choose one of {list(POST_LEVERS)}")
-
-
-def _min_recall(post: str | None) -> float | None:
-    """R of a "min_recall=R" post lever (the export's --min-recall operating point), else None."""
-    name, _, value = (post or "").partition("=")
-    try:
-        r = float(value) if name == "min_recall" else None
-    except ValueError:
-        return None
-    return r if r is not None and valid_recall(r) else None
-
-
-def _clinical(post: str | None) -> tuple[bool, float | None] | None:
-    """(context recorded?, R or None) of a "clinical[_unrecorded][+min_recall=R]" post lever, else None."""
-    head, plus, tail = (post or "").partition("+")
-    if head not in ("clinical", "clinical_unrecorded") or (plus and _min_recall(tail) is None):
-        return None
-    return head == "clinical", _min_recall(tail) if plus else None
 
 
 @dataclass(frozen=True)
@@ -214,7 +189,7 @@ def _probabilities(run_dir: Path, post: str | None, device: torch.device, manife
         offsets = fit_class_offsets(logits(data.pixels[val]), data.targets[val])
         extra["offsets"] = offsets.tolist()
         return RowModel(card, data, split, lambda px: softmax(logits(px) + offsets), extra)
-    min_recall = _min_recall(post)
+    min_recall = min_recall_of(post)
     if min_recall is not None:  # the operating point `edgeskin export --min-recall` fits
         from edgeskin.export.calibrate import operating_point
 
@@ -224,7 +199,7 @@ def _probabilities(run_dir: Path, post: str | None, device: torch.device, manife
         offsets = np.asarray(point["offsets"])
         extra["offset"] = float(offsets.max())
         return RowModel(card, data, split, lambda px: softmax(logits(px) + offsets), extra)
-    clinical = _clinical(post)
+    clinical = clinical_of(post)
     if clinical is not None:
         return _clinical_row(card, data, split, logits, extra, *clinical)
     return RowModel(card, data, split, lambda px: softmax(logits(px)), extra)
@@ -267,7 +242,7 @@ def score_run(run_dir: Path, post: str | None, device: torch.device, manifest: P
     ablation to add a row does not re-score every finished run."""
     key = {"version": SCORE_VERSION, "post": post, "weights": ModelCard.load(run_dir).weights["sha256"],
            "manifest": sha256_file(manifest)}
-    if _clinical(post) is not None:  # only the clinical rows are redone when the prior's fit changes
+    if clinical_of(post) is not None:  # only the clinical rows are redone when the prior's fit changes
         from edgeskin.train.clinical import PRIOR_RULE
 
         key["prior_rule"] = PRIOR_RULE
