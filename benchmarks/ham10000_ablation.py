@@ -222,11 +222,12 @@ def main() -> int:
     ap.add_argument("--note", action="append", default=[], help="a line printed under the table (repeatable)")
     ap.add_argument("--parallel", type=int, default=1, help="seeds of a row trained at once (e.g. 3 on one GPU)")
     ap.add_argument("--workers", type=int, default=0, help="loader processes per run (a GPU run needs ~4)")
-    ap.add_argument("--train-only", action="store_true",
-                    help="train the rows' runs and score nothing (e.g. on a lent GPU without the lesion masks); "
-                         "a later run without it, where the runs are copied, scores them")
-    ap.add_argument("--render-only", action="store_true",
-                    help="re-render OUT/ablation.json (rows and notes) and copy it; train and score nothing")
+    only = ap.add_mutually_exclusive_group()  # one trains and scores nothing, the other renders only
+    only.add_argument("--train-only", action="store_true",
+                      help="train the rows' runs and score nothing (e.g. on a lent GPU without the lesion masks); "
+                           "a later run without it, where the runs are copied, scores them")
+    only.add_argument("--render-only", action="store_true",
+                      help="re-render OUT/ablation.json (rows and notes) and copy it; train and score nothing")
     ap.add_argument("--merge", action="store_true",
                     help="keep the committed table's rows that --rows does not run (same split and seeds)")
     args = ap.parse_args()

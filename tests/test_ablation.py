@@ -235,6 +235,18 @@ def test_train_only_trains_every_trained_row_and_a_later_ablation_scores_those_r
     assert not (tmp_path / "other").exists()
 
 
+def test_ablation_script_refuses_train_only_with_render_only(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).parents[1] / "benchmarks" / "ham10000_ablation.py"
+    done = subprocess.run([sys.executable, str(script), "--train-only", "--render-only", "--out", str(tmp_path)],
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and "not allowed with argument" in done.stderr.splitlines()[-1]
+    assert not list(tmp_path.iterdir())
+
+
 def test_distilled_row_scores_its_teacher_ensemble(synth_root, tmp_path):
     """A distilled row also reports its teachers as one model: whether the students beat it is
     what says if another generation can still help."""
