@@ -30,6 +30,14 @@ def test_train_then_evaluate_own_split_and_external_resolution(synth_root, tmp_p
     assert ext_metrics["n"] == 240
     card = json.loads((run / "model_card.json").read_text())
     assert {"val", "test", "external-external"} <= set(card["metrics"])
+    # Weights changed after training (here one byte) are refused in one line, and nothing is re-scored.
+    weights = run / "best.pt"
+    blob = bytearray(weights.read_bytes())
+    blob[-30] ^= 0xFF
+    weights.write_bytes(bytes(blob))
+    report = (run / "eval" / "test" / "metrics.json").stat().st_mtime_ns
+    assert "changed after training" in one_line_error(run_cli("evaluate", run))
+    assert (run / "eval" / "test" / "metrics.json").stat().st_mtime_ns == report
 
 
 def _bad_dataset(tmp_path, kind):

@@ -21,7 +21,6 @@ from edgeskin.data.split import SPLITS, Split, read_manifest
 from edgeskin.errors import EdgeskinError
 from edgeskin.evaluate.metrics import classification_metrics
 from edgeskin.evaluate.report import write_report
-from edgeskin.fileio import sha256_file
 from edgeskin.models import build_model
 from edgeskin.predict import predict_logits, resolve_device, softmax
 from edgeskin.train import checkpoint as ckpt
@@ -36,13 +35,9 @@ class EvalResult:
 
 def load_run_model(run_dir: Path, card: ModelCard, device: torch.device) -> torch.nn.Module:
     """The run's best weights, after checking they are the file its card describes."""
-    weights = run_dir / card.weights["file"]
-    if not weights.is_file():
-        raise EdgeskinError(f"{weights} not found; the run has no trained weights (did training finish?)")
-    if sha256_file(weights) != card.weights["sha256"]:
-        raise EdgeskinError(f"{weights} does not match the SHA-256 in its model card; it was changed after training")
+    state = ckpt.load_weights(run_dir, card.weights["sha256"], card.weights["file"])
     model = build_model(card.backbone, len(card.labels), card.head, card.preprocessing.input_size)
-    model.load_state_dict(ckpt.load_weights(run_dir))
+    model.load_state_dict(state)
     return model.to(device).eval()
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +40,13 @@ def load_state(run_dir: Path) -> dict[str, Any]:
     return torch.load(path, map_location="cpu", weights_only=False)
 
 
-def load_weights(run_dir: Path) -> dict[str, torch.Tensor]:
-    path = run_dir / BEST
+def load_weights(run_dir: Path, sha256: str | None = None, file: str = BEST) -> dict[str, torch.Tensor]:
+    """The run's best weights; with `sha256`, only if the file is the one it names. One read: the
+    bytes loaded are the bytes hashed (the file cannot change in between), and they are read once."""
+    path = run_dir / file
     if not path.is_file():
         raise EdgeskinError(f"{path} not found; the run has no trained weights (did training finish?)")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    blob = path.read_bytes()
+    if sha256 is not None and hashlib.sha256(blob).hexdigest() != sha256:
+        raise EdgeskinError(f"{path} does not match the SHA-256 in its model card; it was changed after training")
+    return torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
