@@ -261,7 +261,23 @@ def test_distilled_row_scores_its_teacher_ensemble(synth_root, tmp_path):
     want = balanced_accuracy(teachers[0]["targets"], mean.argmax(1))
     assert result["rows"][1]["teacher_ensemble"]["balanced_accuracy"] == pytest.approx(want)
     assert "teacher_ensemble" not in result["rows"][0]
-    assert f"distilled from the base ensemble (which scores {want:.3f})" in (tmp_path / "abl" / "ablation.md").read_text()
+    md = (tmp_path / "abl" / "ablation.md").read_text()
+    assert f"distilled from the base ensemble (which scores {want:.3f})" in md
+    # Every row also scores its own seeds as one model: the teachers' row is the same ensemble, and
+    # the students' row averages the students' probabilities.
+    assert result["rows"][0]["seed_ensemble"] == result["rows"][1]["teacher_ensemble"]
+    students = [np.load(tmp_path / "abl" / "runs" / f"student-s{s}" / "scores-plain.npz")["probs"] for s in (0, 1)]
+    own = balanced_accuracy(teachers[0]["targets"], (students[0] + students[1]).argmax(1))
+    assert result["rows"][1]["seed_ensemble"]["balanced_accuracy"] == pytest.approx(own)
+    base_line = next(line for line in md.splitlines() if line.startswith("| base |"))
+    assert f"| {want:.3f} | 1 |" in base_line  # the "seeds as one model" column, before the epochs
+
+
+def test_a_single_seed_row_has_no_seed_ensemble(synth_root, tmp_path):
+    cfg = AblationConfig(data=str(synth_root), recipe="demo", levers=(Lever("base", "reference"),), seeds=(0,),
+                         base={**TINY, "epochs": 1}, out=str(tmp_path / "abl"), bootstrap=0)
+    assert "seed_ensemble" not in run_ablation(cfg)["rows"][0]
+    assert "| – | 1 |" in (tmp_path / "abl" / "ablation.md").read_text()
 
 
 def test_plain_rows_score_where_the_heatmap_falls(synth_root, tmp_path):

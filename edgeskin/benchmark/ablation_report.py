@@ -68,9 +68,14 @@ def render_markdown(result: dict[str, Any]) -> str:
         "scores the lesion's area, 0.29 on this test split; a blank map scores 0); rows scored before it "
         "was measured, and inference-time rows (same weights), show –.",
         "",
+        "Seeds as one model: the row's seeds deployed side by side, their probabilities (each with the "
+        "row's inference-time lever) averaged, at the seeds' count times the latency and size; rows scored "
+        "before it was measured show –.",
+        "",
         "| row | lever | what changes | balanced acc. [95% CI] | Δ | mel recall | mel AUC | macro AUC | ECE | "
-        "bal. acc. under shift | mel AUC under shift | CAM in lesion | epochs | train min | seeds | trained on |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "bal. acc. under shift | mel AUC under shift | CAM in lesion | seeds as one model | epochs | train min | "
+        "seeds | trained on |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         m, ci = r["mean"], r["balanced_accuracy_ci95"]
@@ -80,7 +85,8 @@ def render_markdown(result: dict[str, Any]) -> str:
             f"| {r['name']} | {r['group']} | {_what(r)} | {m['balanced_accuracy']:.3f}{ci_s} | "
             f"{'+' if delta >= 0 else ''}{delta:.3f} | {_f(m.get('mel_recall'))} | {_f(m.get('mel_auc'))} | "
             f"{_f(m.get('auc_macro'))} | {_f(m.get('ece'))} | {_f(m.get('shift_balanced_accuracy'))} | "
-            f"{_f(m.get('shift_mel_auc'))} | {_f(m.get('cam_in_lesion'))} | {_f(m.get('epochs'), 0)} | "
+            f"{_f(m.get('shift_mel_auc'))} | {_f(m.get('cam_in_lesion'))} | "
+            f"{_f((r.get('seed_ensemble') or {}).get('balanced_accuracy'))} | {_f(m.get('epochs'), 0)} | "
             f"{_f(m.get('train_minutes'), 1)} | {len(r['seeds'])} | {m.get('train_hardware') or '–'} |")
     best = best_row(result)
     if best is not None:
