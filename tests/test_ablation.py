@@ -247,6 +247,27 @@ def test_ablation_script_refuses_train_only_with_render_only(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+def test_ablation_script_train_only_trains_and_writes_no_table(synth_root, tmp_path):
+    """The script's --train-only as a lent GPU runs it: the run folders printed, exit 0, and no
+    table written, neither under --out nor over the committed results."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).parents[1] / "benchmarks" / "ham10000_ablation.py"
+    committed = script.parent / "results" / "ham10000_ablation.json"
+    before = committed.stat().st_mtime_ns if committed.is_file() else None
+    done = subprocess.run([sys.executable, str(script), "--data", str(synth_root), "--rows", "base", "--seeds", "0",
+                           "--epochs", "1", "--out", str(tmp_path / "abl"), "--train-only"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    run = tmp_path / "abl" / "runs" / "base-s0"
+    assert done.stdout.splitlines()[-2:] == ["trained (not scored):", f"  {run}"]
+    assert (run / "model_card.json").is_file() and not list(run.glob("scores-*.npz"))
+    assert not list((tmp_path / "abl").glob("ablation.*"))
+    assert (committed.stat().st_mtime_ns if committed.is_file() else None) == before
+
+
 def test_distilled_row_scores_its_teacher_ensemble(synth_root, tmp_path):
     """A distilled row also reports its teachers as one model: whether the students beat it is
     what says if another generation can still help."""
