@@ -366,11 +366,13 @@ def run_ablation(cfg: AblationConfig) -> dict[str, Any]:
             result["rows"] = rows + [summarise(lever, per_seed, scored, cfg.bootstrap)]
             _write(out, result)
         by_row[lever.name] = scored
+        ensembles = {}
         if len(scored) > 1:  # what deploying every seed side by side (N x the latency) would score
-            result["rows"][-1]["seed_ensemble"] = ensemble_row(scored)
-            _write(out, result)
+            ensembles["seed_ensemble"] = ensemble_row(scored)
         if lever.teacher:  # what the students learnt from, scored as one model: do they still beat it?
-            result["rows"][-1]["teacher_ensemble"] = ensemble_row(by_row[lever.teacher])
+            ensembles["teacher_ensemble"] = ensemble_row(by_row[lever.teacher])
+        if ensembles:
+            result["rows"][-1].update(ensembles)
             _write(out, result)
     return result
 
