@@ -14,6 +14,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 HAM_ROOT = ROOT.parent / "shared" / "data" / "HAM10000"
 SMALL_MODEL_REPORTS: list[Path] = []  # benchmark reports to show in the terminal summary (CI output)
+# TrainConfig fields for a run that trains in seconds on CPU (the smallest CNN, a non-square input).
+TINY = dict(backbone="edgeskin_cnn_s", input_size=(32, 48), batch_size=16, lr=3e-3, patience=20, device="cpu")
 
 
 def pytest_terminal_summary(terminalreporter):

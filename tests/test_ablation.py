@@ -10,11 +10,10 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import TINY
 from edgeskin.benchmark.ablation import AblationConfig, Lever, Scored, paired_bootstrap, run_ablation, train_rows
 from edgeskin.errors import EdgeskinError
 from edgeskin.evaluate.metrics import balanced_accuracy
-
-TINY = dict(backbone="edgeskin_cnn_s", input_size=(32, 48), batch_size=16, lr=3e-3, patience=20, device="cpu")
 
 
 def test_paired_bootstrap_brackets_the_seed_mean():

@@ -7,7 +7,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from conftest import one_line_error, run_cli
+from conftest import TINY, one_line_error, run_cli
 from edgeskin.benchmark.ablation import AblationConfig, Lever, run_ablation, run_config
 from edgeskin.cli import cli
 from edgeskin.config import TrainConfig
@@ -16,7 +16,6 @@ from edgeskin.models import build_model
 from edgeskin.train import train
 from edgeskin.train.distill import Distiller, TeacherModel
 
-TINY = dict(backbone="edgeskin_cnn_s", input_size=(32, 48), batch_size=16, lr=3e-3, patience=20, device="cpu")
 
 
 def _teacher(size, mean, std) -> TeacherModel:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import one_line_error, run_cli
+from conftest import TINY, one_line_error, run_cli
 from edgeskin.config import TrainConfig
 from edgeskin.data.masks import lesion_masks
 from edgeskin.data.readers import read_dataset
@@ -19,8 +19,7 @@ from edgeskin.train import train
 from edgeskin.explain.quality import cam_localisation
 from edgeskin.train.guide import outside_share
 
-TINY = dict(backbone="edgeskin_cnn_s", input_size=(32, 48), batch_size=16, lr=3e-3, patience=20, device="cpu",
-            epochs=4, seed=0)
+GUIDED = {**TINY, "epochs": 4, "seed": 0}
 
 
 def _iou(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -105,7 +104,7 @@ def test_mask_guidance_moves_the_heatmap_onto_the_lesion(synth_root, tmp_path):
     """Same seed, same data: the guided run's heatmaps on held-out images put more of their heat
     on the lesion than the unguided run's, and no more of them are blank (a map pushed below
     zero shows nothing: the loss must not reward that)."""
-    base = TrainConfig(data=str(synth_root), project=str(tmp_path), **TINY)
+    base = TrainConfig(data=str(synth_root), project=str(tmp_path), **GUIDED)
     plain = _localisation(train(replace(base, name="plain")).run_dir)
     guided_dir = train(replace(base, name="guided", mask_guidance=2.0)).run_dir
     assert TrainConfig.load(guided_dir / "config.json").mask_guidance == 2.0

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import TINY
 from edgeskin.benchmark.posthoc import fit_class_offsets, pick_tau
 from edgeskin.config import TrainConfig
 from edgeskin.errors import EdgeskinError
@@ -12,7 +13,6 @@ from edgeskin.evaluate.metrics import balanced_accuracy
 from edgeskin.train import train
 from edgeskin.train.engine import FocalLoss, make_loss, make_mixer
 
-TINY = dict(backbone="edgeskin_cnn_s", input_size=(32, 48), batch_size=16, lr=3e-3, patience=20, device="cpu")
 
 def test_balanced_softmax_corrects_for_the_prior_the_loss_sees():
     targets = np.array([0] * 90 + [1] * 10)

@@ -7,13 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import full_killed_resumed
+from conftest import TINY, full_killed_resumed
 from edgeskin.card import ModelCard
 from edgeskin.config import TrainConfig
 from edgeskin.fileio import sha256_file
 from edgeskin.train import train
 
-TINY = dict(backbone="edgeskin_cnn_s", input_size=(32, 48), batch_size=16, lr=3e-3, patience=20, device="cpu")
 
 
 def _cfg(synth_root, tmp_path, **kw):
