@@ -117,7 +117,11 @@ def knn_balanced_accuracy(backbone, train_px, train_y, val_px, val_y, mean, std,
 def pretrain(cfg: PretrainConfig | None = None, resume: str | Path | None = None) -> PretrainResult:
     """Pre-train from `cfg`, or continue the killed run in folder `resume` with the config saved in
     it: the epochs it finishes are the ones the uninterrupted run would have run."""
-    from lightly.loss import NTXentLoss
+    try:  # lightly is the `pretrain` extra, since it brings pytorch_lightning along
+        from lightly.loss import NTXentLoss
+    except ImportError as exc:
+        raise EdgeskinError(f"edgeskin pretrain needs the pretrain extra ({exc.name} missing): "
+                            "pip install 'edgeskin[pretrain]' -c requirements/constraints.txt") from None
 
     from edgeskin.train.loop import prepare_data
 
