@@ -183,6 +183,11 @@ LEVERS = (
     # +2.7 pp over sog+2x-epochs (0.659, the best first generation): so the chain's second step from
     # the same weights, taught by those runs (against sog+2x+distill).
     Lever("sog+2x+distill+simclr", "pre-training", {**SOG, **SIMCLR, "epochs": 12}, teacher="sog+2x+simclr"),
+    # Those students stayed below their teachers' ensemble (0.658 against 0.663), as the 144x192
+    # students did (0.667 against 0.703): is the labels' half of the loss what holds them back?
+    # The same step with the teachers' term weighted 0.9 instead of 0.5 (--distill-alpha).
+    Lever("sog+2x+distill+simclr+kd-0.9", "distillation", {**SOG, **SIMCLR, "epochs": 12, "distill_alpha": 0.9},
+          teacher="sog+2x+simclr"),
     # The two first-generation levers together: the same weights, fine-tuned with mask guidance
     # (against sog+2x+simclr and sog+2x-epochs+mask-guide). Do where to look and what the features
     # already know add up?
