@@ -10,7 +10,7 @@ import click
 from edgeskin.config import BALANCE_MODES, DEVICES, LOSSES, PRUNE_MODES, RECIPES
 from edge_runtime.preprocess import CONSTANCY
 
-from edgeskin.errors import EdgeskinError
+from edgeskin.errors import EdgeskinError, missing_extra
 
 TASK_CHOICES = ("multiclass", "binary")
 HEAD_CHOICES = ("gap_linear", "mlp")
@@ -191,8 +191,7 @@ def compress(run, **options) -> None:
     try:
         from edgeskin.compress.pipeline import compress as run_compress
     except ImportError as exc:
-        raise EdgeskinError(f"compression needs the compress extra ({exc.name} missing): "
-                            "pip install 'edgeskin[compress]' -c requirements/constraints.txt") from None
+        raise missing_extra("compression", "compress", exc) from None
     result = run_compress(cfg)
     click.echo(f"compressed: {result.out_dir}")
 
@@ -219,8 +218,7 @@ def export(run, **options) -> None:
     try:
         from edgeskin.export import export as run_export
     except ImportError as exc:
-        raise EdgeskinError(f"export needs the export extra ({exc.name} missing): "
-                            "pip install 'edgeskin[export]' -c requirements/constraints.txt") from None
+        raise missing_extra("export", "export", exc) from None
     result = run_export(ExportConfig(run=run, **options))
     click.echo(f"exported: {result.artifact} ({result.status}); card: {result.card_json}")
 

@@ -331,11 +331,18 @@ def train_rows(cfg: AblationConfig) -> list[Path]:
     manifest = shared_split(cfg)
     done = []
     for lever in (lv for lv in cfg.levers if lv.reuse is None):
-        configs = [run_config(cfg, lever, seed, manifest) for seed in cfg.seeds]
-        if cfg.parallel > 1:
-            train_side_by_side(configs, cfg.parallel)
-        done += [train_or_reuse(c) for c in configs]
+        done += [train_or_reuse(c) for c in _seed_configs(cfg, lever, manifest).values()]
     return done
+
+
+def _seed_configs(cfg: AblationConfig, lever: Lever, manifest: Path) -> dict[int, TrainConfig]:
+    """Each seed's run config for `lever` (for an inference-time lever, its reused row's); with
+    --parallel, a trained row's seeds are first trained side by side."""
+    source = next(lv for lv in cfg.levers if lv.name == (lever.reuse or lever.name))
+    configs = {seed: run_config(cfg, source, seed, manifest) for seed in cfg.seeds}
+    if cfg.parallel > 1 and lever.reuse is None:
+        train_side_by_side(list(configs.values()), cfg.parallel)
+    return configs
 
 
 def run_ablation(cfg: AblationConfig) -> dict[str, Any]:
@@ -350,10 +357,7 @@ def run_ablation(cfg: AblationConfig) -> dict[str, Any]:
     by_row: dict[str, list[Scored]] = {}
     for lever in cfg.levers:
         per_seed, scored = {}, []
-        src_lever = next(lv for lv in cfg.levers if lv.name == (lever.reuse or lever.name))
-        configs = {seed: run_config(cfg, src_lever, seed, manifest) for seed in cfg.seeds}
-        if cfg.parallel > 1 and lever.reuse is None:
-            train_side_by_side(list(configs.values()), cfg.parallel)
+        configs = _seed_configs(cfg, lever, manifest)
         for seed in cfg.seeds:
             run_dir = train_or_reuse(configs[seed])
             s = score_run(run_dir, lever.post, device, manifest)

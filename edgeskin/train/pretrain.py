@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from edgeskin.config import PretrainConfig, TrainConfig
 from edgeskin.data.split import MANIFEST_FILE, write_manifest
 from edgeskin.data.transforms import Augment, channel_stats, normalize, train_transform
-from edgeskin.errors import EdgeskinError
+from edgeskin.errors import EdgeskinError, missing_extra
 from edgeskin.evaluate.metrics import quick_metrics
 from edgeskin.fileio import sha256_file, write_json
 from edgeskin.models import build_model
@@ -120,8 +120,7 @@ def pretrain(cfg: PretrainConfig | None = None, resume: str | Path | None = None
     try:  # lightly is the `pretrain` extra, since it brings pytorch_lightning along
         from lightly.loss import NTXentLoss
     except ImportError as exc:
-        raise EdgeskinError(f"edgeskin pretrain needs the pretrain extra ({exc.name} missing): "
-                            "pip install 'edgeskin[pretrain]' -c requirements/constraints.txt") from None
+        raise missing_extra("edgeskin pretrain", "pretrain", exc) from None
 
     from edgeskin.train.loop import prepare_data
 
