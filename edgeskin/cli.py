@@ -10,7 +10,7 @@ import click
 from edgeskin.config import BALANCE_MODES, DEVICES, LOSSES, PRUNE_MODES, RECIPES
 from edge_runtime.preprocess import CONSTANCY
 
-from edgeskin.errors import EdgeskinError, missing_extra
+from edgeskin.errors import EdgeskinError
 
 TASK_CHOICES = ("multiclass", "binary")
 HEAD_CHOICES = ("gap_linear", "mlp")
@@ -187,12 +187,9 @@ def compress(run, **options) -> None:
     """Prune and/or INT8-quantize RUN; writes RUN/compress with a table of every stage."""
     from edgeskin.config import CompressConfig
 
-    cfg = CompressConfig(run=run, **options)
-    try:
-        from edgeskin.compress.pipeline import compress as run_compress
-    except ImportError as exc:
-        raise missing_extra("compression", "compress", exc) from None
-    result = run_compress(cfg)
+    from edgeskin.compress.pipeline import compress as run_compress
+
+    result = run_compress(CompressConfig(run=run, **options))
     click.echo(f"compressed: {result.out_dir}")
 
 
@@ -214,11 +211,8 @@ def compress(run, **options) -> None:
 def export(run, **options) -> None:
     """Export RUN with a CAM output, then validate the file with its real runtime."""
     from edgeskin.config import ExportConfig
+    from edgeskin.export import export as run_export
 
-    try:
-        from edgeskin.export import export as run_export
-    except ImportError as exc:
-        raise missing_extra("export", "export", exc) from None
     result = run_export(ExportConfig(run=run, **options))
     click.echo(f"exported: {result.artifact} ({result.status}); card: {result.card_json}")
 

@@ -47,10 +47,18 @@ def ham_root() -> Path:
     return HAM_ROOT
 
 
-def run_cli(*args: str, cwd: Path | None = None, check: bool = False) -> subprocess.CompletedProcess:
-    """Run `python -m edgeskin ARGS` as a user would, capturing output."""
-    proc = subprocess.run([sys.executable, "-m", "edgeskin", *map(str, args)], cwd=cwd,
-                          capture_output=True, text=True, timeout=900)
+# `python -m edgeskin` with some modules as if not installed: None in sys.modules makes their import fail.
+WITHOUT = ("import runpy, sys; sys.modules.update(dict.fromkeys(sys.argv.pop(1).split(','))); "
+           "runpy.run_module('edgeskin', run_name='__main__', alter_sys=True)")
+
+
+def run_cli(*args: str, cwd: Path | None = None, check: bool = False, without: tuple[str, ...] = (),
+            env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run `python -m edgeskin ARGS` as a user would, capturing output; `without`: modules that
+    behave as if not installed (an optional extra left out); `env`: variables to add."""
+    cmd = ["-c", WITHOUT, ",".join(without)] if without else ["-m", "edgeskin"]
+    proc = subprocess.run([sys.executable, *cmd, *map(str, args)], cwd=cwd, capture_output=True, text=True,
+                          timeout=900, env={**os.environ, **(env or {})})
     if check and proc.returncode != 0:
         raise AssertionError(f"edgeskin {' '.join(map(str, args))} failed:\n{proc.stdout}\n{proc.stderr}")
     return proc

@@ -97,14 +97,8 @@ def test_bad_pretrain_options_fail_in_one_line_and_write_nothing(synth_root, tmp
 
 
 def test_pretrain_without_the_pretrain_extra_names_it_and_writes_nothing(synth_root, tmp_path):
-    import subprocess
-    import sys
-
-    # lightly (the `pretrain` extra) as if not installed: None in sys.modules makes its import fail.
-    code = ("import sys; sys.modules['lightly'] = None; from edgeskin.cli import main; "
-            f"sys.argv = ['edgeskin', 'pretrain', '--data', {str(synth_root)!r}, '--input-size', '32x48', "
-            f"'--project', {str(tmp_path / 'runs')!r}]; main()")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    proc = run_cli("pretrain", "--data", synth_root, "--input-size", "32x48", "--project", tmp_path / "runs",
+                   without=("lightly",))
     assert "pip install 'edgeskin[pretrain]'" in one_line_error(proc)
     assert not (tmp_path / "runs").exists()
 

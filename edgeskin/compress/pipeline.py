@@ -28,6 +28,7 @@ from edgeskin.compress.report import measure, write_summary
 from edgeskin.config import CompressConfig, TrainConfig
 from edgeskin.data.split import SPLITS
 from edgeskin.evaluate.run import load_run_model, run_data
+from edgeskin.extras import require
 from edgeskin.fileio import sha256_file
 from edgeskin.models import build_model
 from edgeskin.predict import resolve_device
@@ -56,10 +57,10 @@ def _save_variant(out: Path, stage: str, model, card: ModelCard, row: dict, prun
 
 
 def compress(cfg: CompressConfig) -> CompressResult:
-    import torch_pruning as tp
-
     run = Path(cfg.run)
-    card = ModelCard.load(run)  # Step 1: the run, checked before any work
+    card = ModelCard.load(run)  # Step 1: the run and the compress extra, checked before any work
+    require("edgeskin compress", "compress")
+    import torch_pruning as tp
     tcfg = TrainConfig.load(run / ckpt.CONFIG)
     device = resolve_device(cfg.device)
     fp32 = load_run_model(run, card, device)

@@ -19,6 +19,7 @@ from torch import nn
 
 from edgeskin.cam import with_cam
 from edgeskin.errors import EdgeskinError
+from edgeskin.extras import EXTRAS
 
 OPSET = 17
 INPUT, LOGITS, CAM, SCORES = "image", "logits", "cam", "scores"
@@ -94,6 +95,7 @@ class Target:
     precisions: tuple[str, ...]
     scores: str = "logits"  # what the first output holds: "logits", or softmax "probabilities"
     takes_unit_pixels: bool = False  # input pixels/255, normalised inside the graph (MediaPipe)
+    modules: tuple[str, ...] = EXTRAS["export"]  # what converting and validating it imports (extras.require)
 
 
 def torch2tflite(model: nn.Module, input_size: tuple[int, int], path: Path, precision: str = "fp32",
@@ -132,7 +134,7 @@ def _litert_runner(path: Path):
 
 
 TARGETS = {
-    "onnx": Target(".onnx", torch2onnx, OnnxRunner, ("fp32", "int8")),
+    "onnx": Target(".onnx", torch2onnx, OnnxRunner, ("fp32", "int8"), modules=("onnx", "onnxruntime")),
     "tflite": Target(".tflite", torch2tflite, _litert_runner, ("fp32", "fp16", "int8", "int16x8")),
     "mediapipe": Target("_mediapipe.tflite", torch2mediapipe, _litert_runner, ("fp32", "int8"), "probabilities",
                         takes_unit_pixels=True),

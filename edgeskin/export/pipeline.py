@@ -1,6 +1,7 @@
 """`edgeskin export RUN --target onnx [--precision fp32|int8]`, as steps:
 
-1. check the options and find the source model (the run's fp32 weights, or its QAT int8 variant)
+1. check the options and that the target's tools are installed (extras.py), then find the source
+   model (the run's fp32 weights, or its QAT int8 variant)
 2. convert with the target's pure function (e.g. torch2onnx) into a temporary file; a .tflite
    gets TFLite metadata (normalisation, labels, the model card) embedded (see metadata.py)
 3. validate the final file with its real runtime on the run's validation split (validate.py)
@@ -21,8 +22,10 @@ from edgeskin.card import ModelCard
 from edgeskin.config import ExportConfig
 from edgeskin.errors import EdgeskinError
 from edgeskin.evaluate.run import load_run_model, run_data
-from edgeskin.export.convert import CAM, INPUT, LOGITS, SCORES, get_target
+from edgeskin.export.convert import CAM, INPUT, LOGITS, SCORES, Target, get_target
+from edgeskin.export.metadata import mediapipe_python
 from edgeskin.export.validate import validate
+from edgeskin.extras import require, require_onnx2tf
 from edgeskin.fileio import atomic_path, sha256_file, write_json
 
 OUT_DIR = "export"
@@ -122,6 +125,17 @@ def _calibration(data, split, card: ModelCard, n: int):
     return Calibration(data.pixels[pick], card.preprocessing.mean, card.preprocessing.std)
 
 
+def _require_tools(cfg: ExportConfig, target: Target) -> None:
+    """Step 1: every tool the conversion and its validation will use, found before minutes of work."""
+    what = f"edgeskin export --target {cfg.target}"
+    require(what, "export", target.modules)
+    if target.suffix.endswith(".tflite"):
+        require_onnx2tf(what)
+        mediapipe_python()  # the metadata writer's environment
+    if cfg.precision == "int8" and cfg.int8_from == "qat":  # loading the QAT model needs NNCF
+        require(f"{what} --precision int8 (from the QAT model)", "compress")
+
+
 def export(cfg: ExportConfig) -> ExportResult:
     run = Path(cfg.run)
     card = ModelCard.load(run)  # Step 1
@@ -137,6 +151,7 @@ def export(cfg: ExportConfig) -> ExportResult:
     if target.takes_unit_pixels and cfg.min_recall is not None:
         raise EdgeskinError(f"--target {cfg.target} --min-recall: MediaPipe's ImageClassifier decides by plain "
                             "argmax and cannot apply an operating point; use --target tflite (edge_runtime applies it)")
+    _require_tools(cfg, target)
     src_card, source, fp32 = _source(run, card, cfg.precision, cfg.int8_from, cfg.target)
     data, split = run_data(run, card)
     val = data.subset(split.indices("val"))

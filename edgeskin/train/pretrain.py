@@ -30,8 +30,9 @@ from tqdm.auto import tqdm
 from edgeskin.config import PretrainConfig, TrainConfig
 from edgeskin.data.split import MANIFEST_FILE, write_manifest
 from edgeskin.data.transforms import Augment, channel_stats, normalize, train_transform
-from edgeskin.errors import EdgeskinError, missing_extra
+from edgeskin.errors import EdgeskinError
 from edgeskin.evaluate.metrics import quick_metrics
+from edgeskin.extras import require
 from edgeskin.fileio import sha256_file, write_json
 from edgeskin.models import build_model
 from edgeskin.predict import amp_dtype, describe_device, predict_logits, resolve_device
@@ -117,10 +118,8 @@ def knn_balanced_accuracy(backbone, train_px, train_y, val_px, val_y, mean, std,
 def pretrain(cfg: PretrainConfig | None = None, resume: str | Path | None = None) -> PretrainResult:
     """Pre-train from `cfg`, or continue the killed run in folder `resume` with the config saved in
     it: the epochs it finishes are the ones the uninterrupted run would have run."""
-    try:  # lightly is the `pretrain` extra, since it brings pytorch_lightning along
-        from lightly.loss import NTXentLoss
-    except ImportError as exc:
-        raise missing_extra("edgeskin pretrain", "pretrain", exc) from None
+    require("edgeskin pretrain", "pretrain")  # lightly is an extra, since it brings pytorch_lightning along
+    from lightly.loss import NTXentLoss
 
     from edgeskin.train.loop import prepare_data
 
