@@ -47,18 +47,22 @@ def ham_root() -> Path:
     return HAM_ROOT
 
 
-# `python -m edgeskin` with some modules as if not installed: None in sys.modules makes their import fail.
+# `python -m MODULE ARGS` with some modules as if not installed: None in sys.modules makes their
+# import fail. argv: the comma-separated modules, then MODULE, then ARGS.
 WITHOUT = ("import runpy, sys; sys.modules.update(dict.fromkeys(sys.argv.pop(1).split(','))); "
-           "runpy.run_module('edgeskin', run_name='__main__', alter_sys=True)")
+           "runpy.run_module(sys.argv.pop(1), run_name='__main__', alter_sys=True)")
+
+
+def _python_m(module: str, without: tuple[str, ...]) -> list[str]:
+    return [sys.executable, "-c", WITHOUT, ",".join(without), module] if without else [sys.executable, "-m", module]
 
 
 def run_cli(*args: str, cwd: Path | None = None, check: bool = False, without: tuple[str, ...] = (),
             env: dict | None = None) -> subprocess.CompletedProcess:
     """Run `python -m edgeskin ARGS` as a user would, capturing output; `without`: modules that
     behave as if not installed (an optional extra left out); `env`: variables to add."""
-    cmd = ["-c", WITHOUT, ",".join(without)] if without else ["-m", "edgeskin"]
-    proc = subprocess.run([sys.executable, *cmd, *map(str, args)], cwd=cwd, capture_output=True, text=True,
-                          timeout=900, env={**os.environ, **(env or {})})
+    proc = subprocess.run([*_python_m("edgeskin", without), *map(str, args)], cwd=cwd, capture_output=True,
+                          text=True, timeout=900, env={**os.environ, **(env or {})})
     if check and proc.returncode != 0:
         raise AssertionError(f"edgeskin {' '.join(map(str, args))} failed:\n{proc.stdout}\n{proc.stderr}")
     return proc
@@ -120,9 +124,9 @@ def exported_tiny(synth_root, tmp_path_factory) -> dict:
     return files
 
 
-def run_edge(*args: str, check: bool = False) -> subprocess.CompletedProcess:
-    """Run `python -m edge_runtime ARGS` as a device user would."""
-    proc = subprocess.run([sys.executable, "-m", "edge_runtime", *map(str, args)], capture_output=True,
+def run_edge(*args: str, check: bool = False, without: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    """Run `python -m edge_runtime ARGS` as a device user would (`without`: as run_cli's)."""
+    proc = subprocess.run([*_python_m("edge_runtime", without), *map(str, args)], capture_output=True,
                           text=True, timeout=600)
     if check and proc.returncode != 0:
         raise AssertionError(f"edge_runtime {' '.join(map(str, args))} failed:\n{proc.stdout}\n{proc.stderr}")

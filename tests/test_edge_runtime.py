@@ -139,6 +139,12 @@ def test_awkward_images(exported_tiny, photos, tmp_path):
                                                       "--target", "melanoma"))
 
 
+def test_onnx_file_without_onnxruntime_names_the_package(exported_tiny, photos):
+    # The distribution is edgeskin-runtime, installed from its folder: the hint names the package itself.
+    err = one_line_error(run_edge("predict", exported_tiny["onnx_fp32"], photos[0][0], without=("onnxruntime",)))
+    assert exported_tiny["onnx_fp32"].name in err and err.endswith("pip install onnxruntime")
+
+
 def test_onnx_backend_agrees_with_tflite(exported_tiny, photos):
     onnx, fp32 = Classifier.load(exported_tiny["onnx_fp32"]), Classifier.load(exported_tiny["tflite_fp32"])
     for path, _ in photos:

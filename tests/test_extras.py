@@ -49,6 +49,9 @@ def tiny_run(synth_root, tmp_path_factory):
     # Before the hint to run `compress --int8` first: that would need the compress extra too.
     (["export", "--target", "onnx", "--precision", "int8"], ("nncf",), {}, "--precision int8 (from the QAT model) "
                                                                           "needs the compress extra (nncf missing)"),
+    # benchmark times LiteRT's peak on files onnx2tf writes; an uncompressed run's MACs come from torch-pruning.
+    (["benchmark"], ("onnx2tf",), {}, "edgeskin benchmark needs onnx2tf"),
+    (["benchmark"], ("torch_pruning",), {}, "edgeskin benchmark needs the compress extra (torch_pruning missing)"),
 ])
 def test_missing_extra_is_one_line_before_any_work(tiny_run, args, without, env, needle):
     for module in without:  # the check must be what fails, not a missing install on this machine
@@ -57,4 +60,14 @@ def test_missing_extra_is_one_line_before_any_work(tiny_run, args, without, env,
     before = sorted(p.name for p in tiny_run.iterdir())
     proc = run_cli(args[0], tiny_run, *args[1:], without=without, env=env)
     assert needle in one_line_error(proc)
-    assert sorted(p.name for p in tiny_run.iterdir()) == before  # no compress/ or export/, no partial folder
+    assert sorted(p.name for p in tiny_run.iterdir()) == before  # no partial folder either
+    # Stopped before its output folder was made (an export made it before converting).
+    assert not any((tiny_run / out).exists() for out in ("compress", "export", "benchmark"))
+
+
+def test_benchmark_of_a_qat_int8_file_needs_nncf_first(exported_tiny):
+    run = exported_tiny["run"]
+    before = sorted(p.name for p in run.iterdir())
+    proc = run_cli("benchmark", run, without=("nncf",))
+    assert "int8 file made from the QAT model needs the compress extra (nncf missing)" in one_line_error(proc)
+    assert sorted(p.name for p in run.iterdir()) == before

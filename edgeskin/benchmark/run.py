@@ -1,6 +1,7 @@
 """`edgeskin benchmark RUN`: one row per artifact and device profile, in numbered steps:
 
-1. find the artifacts: torch fp32 eager + every exported .onnx/.tflite of the run (their card JSONs)
+1. find the artifacts: torch fp32 eager + every exported .onnx/.tflite of the run (their card JSONs),
+   and check that the tools the next steps use are installed (extras.py)
 2. re-validate each file with its real runtime on the run's split: status, balanced accuracy,
    melanoma recall, macro AUC, ECE, top-1 agreement and CAM r against torch Grad-CAM
 3. time each file in its own process on this host, once per thread count (edge_runtime's method)
@@ -28,6 +29,7 @@ from edgeskin.card import ModelCard
 from edgeskin.config import BenchmarkConfig
 from edgeskin.errors import EdgeskinError
 from edgeskin.evaluate.run import load_run_model, run_data
+from edgeskin.extras import require, require_onnx2tf
 from edgeskin.predict import predict_logits
 
 TORCH = "torch-fp32"
@@ -65,14 +67,18 @@ def _select(cfg: BenchmarkConfig, found: dict) -> list[str]:
     return list(cfg.targets) or names
 
 
+def _int8_from(art: dict) -> str:
+    """What an int8 file was quantized from, as its card records it (export --int8-from)."""
+    quant = art["model_card"].get("quantization") or {}
+    return "fp32" if quant.get("source") == "fp32 weights" else "qat"
+
+
 def _validate(art: dict, run: Path, card: ModelCard, fp32, split, cfg: BenchmarkConfig) -> dict:
     from edgeskin.export.convert import TARGETS
     from edgeskin.export.pipeline import _source
     from edgeskin.export.validate import validate
 
-    quant = art["model_card"].get("quantization") or {}
-    int8_from = "fp32" if quant.get("source") == "fp32 weights" else "qat"
-    _, source, _ = _source(run, card, art["artifact"]["precision"], int8_from, art["artifact"]["format"], fp32)
+    _, source, _ = _source(run, card, art["artifact"]["precision"], _int8_from(art), art["artifact"]["format"], fp32)
     runner = TARGETS[art["artifact"]["format"]].runner(art["path"])
     art_card = ModelCard.from_dict(art["model_card"])
     v = validate(runner, source, fp32, split.pixels, split.targets, art_card, art["artifact"]["precision"],
@@ -101,11 +107,26 @@ def _imported(files: tuple[str, ...], by_sha: dict[str, str]) -> list[dict]:
     return rows
 
 
+def _require_tools(card: ModelCard, targets: list[str], found: dict) -> None:
+    """Step 1: the interpreter's peak is timed on .tflite files onnx2tf writes (so the export extra
+    and onnx2tf, always); MACs come from torch-pruning when the run was not compressed; an int8
+    artifact made from the QAT model is validated against that model, which NNCF loads."""
+    what = "edgeskin benchmark"
+    require(what, "export")
+    require_onnx2tf(what)
+    if card.macs is None:
+        require(what, "compress", ("torch_pruning",))
+    arts = [found[t] for t in targets if t != TORCH]  # as _validate finds each file's source model
+    if any(a["artifact"]["precision"] == "int8" and _int8_from(a) == "qat" for a in arts):
+        require(f"{what} of an int8 file made from the QAT model", "compress")
+
+
 def benchmark(cfg: BenchmarkConfig) -> BenchmarkResult:
     run = Path(cfg.run)
     card = ModelCard.load(run)  # Step 1
     found = _artifacts(run)
     targets = _select(cfg, found)
+    _require_tools(card, targets, found)
     by_sha = {card.weights["sha256"]: TORCH, **{a["artifact"]["sha256"]: n for n, a in found.items()}}
     imported = _imported(cfg.imports, by_sha)  # checked before anything slow runs
     data, split_idx = run_data(run, card)

@@ -93,7 +93,8 @@ class OnnxBackend:
         try:
             import onnxruntime as ort
         except ImportError:
-            raise EdgeRuntimeError("ONNX models need onnxruntime; pip install 'edge-runtime[onnx]'") from None
+            raise EdgeRuntimeError(f"{Path(path).name}: ONNX models need onnxruntime (edge_runtime's onnx extra); "
+                                   "pip install onnxruntime") from None
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.log_severity_level = 3
