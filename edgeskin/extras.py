@@ -1,9 +1,9 @@
 """Up-front checks that a command's optional dependencies (pyproject's extras) are installed.
 
-`compress`, `export` and `pretrain` import nncf, onnx, TensorFlow or lightly lazily, deep inside
-the steps that use them (onnx2tf even runs as a subprocess), so without these checks a missing
-package would surface minutes into a run as a traceback. Each command calls `require` first and
-stops with one line naming the extra and the pip command. Only the module is looked up
+`compress`, `export`, `benchmark` and `pretrain` import nncf, onnx, TensorFlow or lightly
+lazily, deep inside the steps that use them (onnx2tf even runs as a subprocess), so without these
+checks a missing package would surface minutes into a run as a traceback. Each command calls
+`require` first and stops with one line naming the extra and the pip command. Only the module is looked up
 (importlib.util.find_spec), nothing is imported, so the check costs milliseconds.
 """
 
@@ -14,7 +14,7 @@ import importlib.util
 from edgeskin.errors import EdgeskinError
 
 # The import names of each extra in pyproject.toml's [project.optional-dependencies] (a
-# distribution's name with "-" as "_"); tests/test_cli.py checks the two agree.
+# distribution's name with "-" as "_"); tests/test_extras.py checks the two agree.
 EXTRAS = {
     "compress": ("nncf", "torchao", "torch_pruning"),
     "export": ("onnx", "onnxruntime", "tensorflow", "tf_keras", "ai_edge_litert", "onnx_graphsurgeon", "sng4onnx",
