@@ -196,6 +196,15 @@ LEVERS = (
     # and vary less by seed, but the temperature is not a lever that moves the table.
     Lever("sog+2x+distill+simclr+kd-t4", "distillation",
           {**SOG, **SIMCLR, "epochs": 12, "distill_temperature": 4.0}, teacher="sog+2x+simclr"),
+    # The SimCLR chain's third step, as the unguided chain's sog+3x+distill (18 epochs, taught by the
+    # second step), which gained +2.5 pp there: does the pre-trained start compound by then?
+    # Taught by the temperature-4 students, at temperature 4, from the same SimCLR weights.
+    # Level with the second step (0.667 against 0.665; 0.675 with prior and operating point) and
+    # under the unguided third step (0.675; 0.688): from the SimCLR start the chain stops gaining.
+    Lever("sog+3x+distill+simclr+kd-t4", "pre-training",
+          {**SOG, **SIMCLR, "epochs": 18, "distill_temperature": 4.0}, teacher="sog+2x+distill+simclr+kd-t4"),
+    Lever("sog+3x+distill+simclr+kd-t4+clinical+mel-op", "clinical context", post="clinical+min_recall=0.7",
+          reuse="sog+3x+distill+simclr+kd-t4"),
     # The two first-generation levers together: the same weights, fine-tuned with mask guidance
     # (against sog+2x+simclr and sog+2x-epochs+mask-guide). Do where to look and what the features
     # already know add up?
