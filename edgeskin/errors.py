@@ -3,4 +3,3 @@
 
 class EdgeskinError(Exception):
     """A problem with the user's input. The CLI prints it as one line and exits with code 2."""
-
