@@ -73,6 +73,9 @@ class ModelCard:
     # Set by `train --clinical`: a prior on the logits from the patient's age, sex and body site
     # (edge_runtime.clinical.ClinicalPrior), which the device adds before offsets and softmax.
     clinical: dict[str, Any] | None = None
+    # Set by `edgeskin ensemble`: the member runs (path, weights SHA-256, test balanced accuracy) whose
+    # networks run side by side with their logits averaged (edgeskin.models.factory.Members).
+    ensemble: dict[str, Any] | None = None
     schema: int = SCHEMA_VERSION
     edgeskin_version: str = __version__
 
@@ -90,6 +93,11 @@ class ModelCard:
         """The operating point's logit offsets, one per label (zeros: plain argmax)."""
         point = self.operating_point or {}
         return tuple(point.get("offsets") or (0.0,) * len(self.labels))
+
+    @property
+    def members(self) -> int:
+        """Networks in the model: 1, or an ensemble's member count."""
+        return len(self.ensemble["runs"]) if self.ensemble else 1
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ModelCard":

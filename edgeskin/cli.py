@@ -173,6 +173,24 @@ def prior(run, device) -> None:
 
 
 @cli.command()
+@click.argument("runs", nargs=-1, required=True, type=click.Path())
+@click.option("--project", default="runs/train", show_default=True, help="Parent folder of the new run.")
+@click.option("--name", default="ensemble", show_default=True, help="Run name (ensemble2, ... when taken).")
+@click.option("--exist-ok", is_flag=True, help="Overwrite the run NAME if it exists.")
+@click.option("--device", default="auto", type=click.Choice(DEVICES))
+def ensemble(runs, **options) -> None:
+    """RUNS (trained alike, on one split) as one model: their logits averaged, one exact CAM head.
+    Writes a run folder that evaluate, prior, export and benchmark take like a trained run."""
+    from edgeskin.config import EnsembleConfig
+    from edgeskin.train.ensemble import build_ensemble
+
+    result = build_ensemble(EnsembleConfig(runs=tuple(runs), **options))
+    val = result.card.metrics["val"]
+    click.echo(f"ensemble of {result.card.members}: {result.run_dir}  validation balanced accuracy "
+               f"{val['balanced_accuracy']:.3f}")
+
+
+@cli.command()
 @click.argument("run", type=click.Path())
 @click.option("--int8", is_flag=True, help="NNCF post-training quantization, then quantization-aware training.")
 @click.option("--prune", type=float, help="Fraction to prune: weights (magnitude) or channels (structured).")

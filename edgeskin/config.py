@@ -188,6 +188,16 @@ class PriorConfig:
     device: str = "auto"
 
 
+@dataclass(frozen=True)
+class EnsembleConfig:
+    runs: tuple[str, ...]  # finished `edgeskin train` runs on one split
+    project: str = "runs/train"
+    name: str = "ensemble"
+    exist_ok: bool = False
+    bootstrap: int = 1000  # resamples for the validation report's 95% CIs
+    device: str = "auto"
+
+
 PRUNE_MODES = ("magnitude", "structured")
 
 

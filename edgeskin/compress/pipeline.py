@@ -30,7 +30,7 @@ from edgeskin.data.split import SPLITS
 from edgeskin.evaluate.run import load_run_model, run_data
 from edgeskin.extras import require
 from edgeskin.fileio import sha256_file
-from edgeskin.models import build_model
+from edgeskin.models import model_for_card
 from edgeskin.predict import resolve_device
 from edgeskin.train import checkpoint as ckpt
 
@@ -140,5 +140,5 @@ def load_variant(folder: str | Path, device: str = "cpu") -> tuple[ModelCard, to
     """A compressed variant, restored exactly from its model.pt (NNCF config + state dict)."""
     folder = Path(folder)
     card = ModelCard.load(folder)
-    fresh = build_model(card.backbone, len(card.labels), card.head, card.preprocessing.input_size)
+    fresh = model_for_card(card)
     return card, q.restore(folder / card.weights["file"], fresh).to(device)

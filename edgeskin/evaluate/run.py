@@ -21,7 +21,7 @@ from edgeskin.data.split import SPLITS, Split, read_manifest
 from edgeskin.errors import EdgeskinError
 from edgeskin.evaluate.metrics import classification_metrics
 from edgeskin.evaluate.report import write_report
-from edgeskin.models import build_model
+from edgeskin.models import model_for_card
 from edgeskin.predict import predict_logits, resolve_device, softmax
 from edgeskin.train import checkpoint as ckpt
 
@@ -36,7 +36,7 @@ class EvalResult:
 def load_run_model(run_dir: Path, card: ModelCard, device: torch.device) -> torch.nn.Module:
     """The run's best weights, after checking they are the file its card describes."""
     state = ckpt.load_weights(run_dir, card.weights["sha256"], card.weights["file"])
-    model = build_model(card.backbone, len(card.labels), card.head, card.preprocessing.input_size)
+    model = model_for_card(card)
     model.load_state_dict(state)
     return model.to(device).eval()
 

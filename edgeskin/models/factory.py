@@ -49,6 +49,23 @@ class SkinClassifier(nn.Module):
         return logits, self.head.cam(feats)  # see edgeskin.cam
 
 
+class Members(nn.Module):
+    """N backbones side by side on the same image, their feature maps concatenated on channels.
+
+    With a gap_linear head over the concatenation whose weights are the members' [W_1 ... W_N] / N
+    and whose bias is their mean, the logits are exactly the mean of the members' logits, and the
+    head's CAM is the mean of their CAMs: an ensemble is one SkinClassifier, so export, the CAM head,
+    Grad-CAM and edge_runtime need nothing new (edgeskin.train.ensemble builds those weights).
+    """
+
+    def __init__(self, nets: list[nn.Module]):
+        super().__init__()
+        self.members = nn.ModuleList(nets)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([m.forward_features(x) for m in self.members], dim=1)
+
+
 def check_backbone(name: str) -> None:
     if not timm.is_model(name):
         close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
@@ -114,9 +131,14 @@ def load_weights(backbone: nn.Module, path: str | Path, sha256: str | None) -> N
 
 def build_model(backbone: str, num_classes: int, head: str = "gap_linear", input_size=(128, 128),
                 drop_rate: float = 0.0, pretrained: bool = False, weights: str | None = None,
-                weights_sha256: str | None = None) -> SkinClassifier:
+                weights_sha256: str | None = None, members: int = 1) -> SkinClassifier:
+    """One network, or with `members` > 1 that many side by side (Members), as an ensemble run's card says."""
     check_backbone(backbone)
     check_head(head)
+    if members > 1:
+        nets = [build_model(backbone, num_classes, head, input_size).backbone for _ in range(members)]
+        channels = sum(_strip_unused(n, tuple(input_size)) for n in nets)
+        return SkinClassifier(Members(nets), HEADS[head](channels, num_classes, drop_rate))
     try:
         net = timm.create_model(backbone, pretrained=pretrained, num_classes=0)
     except Exception as exc:  # timm raises many types when the hub is unreachable
@@ -130,6 +152,12 @@ def build_model(backbone: str, num_classes: int, head: str = "gap_linear", input
         load_weights(net, weights, weights_sha256)
     channels = _strip_unused(net, tuple(input_size))
     return SkinClassifier(net, HEADS[head](channels, num_classes, drop_rate))
+
+
+def model_for_card(card) -> SkinClassifier:
+    """The untrained network a model card describes (load its weights next)."""
+    return build_model(card.backbone, len(card.labels), card.head, card.preprocessing.input_size,
+                       members=card.members)
 
 
 def count_params(model: nn.Module) -> int:

@@ -27,7 +27,7 @@ from edgeskin.data.transforms import channel_stats
 from edgeskin.errors import EdgeskinError
 from edgeskin.evaluate.metrics import quick_metrics
 from edgeskin.fileio import sha256_file
-from edgeskin.models import CAM_LAYER, build_model
+from edgeskin.models import CAM_LAYER, build_model, model_for_card
 from edgeskin.models.factory import count_params
 from edgeskin.predict import describe_device, predict_logits, resolve_device, softmax
 from edgeskin.train import checkpoint as ckpt
@@ -210,7 +210,7 @@ def _mask_guide(cfg: TrainConfig, data: LabelledImages, train_idx):
 def _fit_clinical(card: ModelCard, run_dir, data: LabelledImages, split: Split, mean, std, device) -> ModelCard:
     from edgeskin.train.clinical import add_prior
 
-    model = build_model(card.backbone, len(card.labels), card.head, card.preprocessing.input_size).to(device)
+    model = model_for_card(card).to(device)
     model.load_state_dict(ckpt.load_weights(run_dir))
     val = split.indices("val")
     return add_prior(card, run_dir, data, split, predict_logits(model, data.pixels[val], mean, std, device))
