@@ -2,7 +2,7 @@
 scored on the lesion-grouped HAM10000 test split through edge_runtime's LiteRT backend.
 
     python benchmarks/ham10000_winner.py --row ROW [--ablation runs/ablation/ham10000] [--reuse]
-                                         [--calib-images 1000] [--min-recall 0.7] [--clinical]
+                                         [--calib-images 1000] [--min-recall 0.7] [--clinical] [--ensemble]
 
 Exports `--target tflite --precision int8 --int8-from fp32 --calib-images N` (default 1000) for
 every seed run of ROW (unless --reuse and the file exists), then scores torch fp32 and the int8 file side by side on the test
@@ -11,8 +11,9 @@ With --min-recall R the files carry the operating point `edgeskin export --min-r
 validation, and both sides are scored with its offsets, as edge_runtime decides. With --clinical
 each run first gets its clinical prior (`edgeskin prior`, fitted on its own split), so the file
 carries it and the operating point is fitted with it; both sides add it from each test image's
-age, sex and body site.
-Writes benchmarks/results/ham10000_winner_int8.{json,md}.
+age, sex and body site. With --ensemble the row's seed runs become one model first
+(`edgeskin ensemble`, under ABLATION/ensembles/ROW), and that one file is exported and scored.
+Writes benchmarks/results/ham10000_winner_int8.{json,md} (with --ensemble: ham10000_ensemble_int8).
 """
 
 from __future__ import annotations
@@ -73,6 +74,15 @@ def score(run: Path, tflite: Path, device_card: ModelCard) -> tuple[Scored, Scor
             Scored(softmax(ref + offsets), y, card.labels, {}))
 
 
+def ensemble_run(ablation: str, row: str, runs: list[Path], reuse: bool) -> Path:
+    """The row's seed runs as one model (`edgeskin ensemble`), built once under ABLATION/ensembles."""
+    out = Path(ablation) / "ensembles" / row
+    if not (reuse and (out / "model_card.json").is_file()):
+        subprocess.run([sys.executable, "-m", "edgeskin", "ensemble", *map(str, runs), "--project", str(out.parent),
+                        "--name", out.name, "--exist-ok"], check=True)
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--row", required=True)
@@ -83,6 +93,8 @@ def main() -> int:
                     help="export each file with this melanoma operating point (edgeskin export --min-recall)")
     ap.add_argument("--clinical", action="store_true",
                     help="fit each run's clinical prior first (edgeskin prior); the files carry it")
+    ap.add_argument("--ensemble", action="store_true",
+                    help="the row's seeds as one model (edgeskin ensemble): one file, scored once")
     args = ap.parse_args()
     table = json.loads((Path(args.ablation) / "ablation.json").read_text())
     row = next((r for r in table["rows"] if r["name"] == args.row), None)
@@ -90,9 +102,12 @@ def main() -> int:
         print(f"--row {args.row!r}: choose a trained row of {args.ablation}: "
               f"{[r['name'] for r in table['rows'] if not r['post']]}", file=sys.stderr)
         return 2
+    runs = {seed: Path(info["run"]) for seed, info in row["per_seed"].items()}
+    if args.ensemble:
+        one = ensemble_run(args.ablation, args.row, list(runs.values()), args.reuse)
+        runs = {f"seeds {', '.join(runs)} as one": one}
     seeds, int8s, fp32s = {}, [], []
-    for seed, info in row["per_seed"].items():
-        run = Path(info["run"])
+    for seed, run in runs.items():
         if args.clinical and not (args.reuse and ModelCard.load(run).clinical):
             fit_run_prior(PriorConfig(run=str(run), device="cpu"))
         tflite = export_int8(run, args.reuse, args.calib_images, args.min_recall)
@@ -114,6 +129,7 @@ def main() -> int:
     mean = lambda key, src: float(np.mean([s[src][key] for s in seeds.values()]))  # noqa: E731
     result = {"row": args.row, "recipe_overrides": row["overrides"], "base": table["base"], "seeds": seeds,
               "calib_images": args.calib_images, "min_recall": args.min_recall, "clinical": args.clinical,
+              "ensemble": len(row["per_seed"]) if args.ensemble else None,  # networks in the one file
               "int8": {"balanced_accuracy": mean("balanced_accuracy", "int8"),
                        "balanced_accuracy_ci95": paired_bootstrap(int8s, 1000),
                        "mel_recall": mean("mel_recall", "int8"), "mel_auc": mean("mel_auc", "int8")},
@@ -121,7 +137,7 @@ def main() -> int:
                              "balanced_accuracy_ci95": paired_bootstrap(fp32s, 1000),
                              "mel_recall": mean("mel_recall", "torch_fp32")},
               "size_limit_mb": SIZE_LIMIT_MB}
-    out = HERE / "results" / "ham10000_winner_int8"
+    out = HERE / "results" / ("ham10000_ensemble_int8" if args.ensemble else "ham10000_winner_int8")
     write_json(out.with_suffix(".json"), result)
     write_text(out.with_suffix(".md"), render(result))
     print(render(result))
@@ -130,8 +146,11 @@ def main() -> int:
 
 def render(r: dict) -> str:
     q, f = r["int8"], r["torch_fp32"]
-    lines = [f"# Winning ablation row `{r['row']}`: full-int8 .tflite on the HAM10000 test split", "",
-             f"Mean of seeds {list(r['seeds'])}: int8 balanced accuracy **{q['balanced_accuracy']:.3f}** "
+    over = f"One file ({r['ensemble']} networks)" if r.get("ensemble") else f"Mean of seeds {list(r['seeds'])}"
+    what = "Ablation row `{}`, its seeds as one model (`edgeskin ensemble`)" if r.get("ensemble") else \
+        "Winning ablation row `{}`"
+    lines = [f"# {what.format(r['row'])}: full-int8 .tflite on the HAM10000 test split", "",
+             f"{over}: int8 balanced accuracy **{q['balanced_accuracy']:.3f}** "
              f"[{q['balanced_accuracy_ci95'][0]:.3f}–{q['balanced_accuracy_ci95'][1]:.3f}] "
              f"(torch fp32 {f['balanced_accuracy']:.3f}), melanoma recall {q['mel_recall']:.3f}, "
              f"melanoma AUC {q['mel_auc']:.3f}. Goal: ≥ 0.75 balanced accuracy, melanoma recall ≥ 0.70, "
