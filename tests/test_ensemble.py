@@ -85,6 +85,24 @@ def test_ensemble_cli_exports_a_file_edge_runtime_runs(members, synth_root, tmp_
     assert np.allclose(np.ravel(logits), ref.numpy().ravel(), atol=1e-3)
 
 
+def test_compress_carries_the_ensemble(members, tmp_path):
+    """`compress --int8` takes an ensemble run; its QAT variant's card still says ensemble, and the
+    variant loads back as the members side by side."""
+    pytest.importorskip("nncf", reason="the compress extra is not installed")
+    from edgeskin.compress.pipeline import compress, load_variant
+    from edgeskin.config import CompressConfig
+    from edgeskin.models.factory import Members
+
+    run = build_ensemble(EnsembleConfig(runs=(str(members["a"]), str(members["b"])), project=str(tmp_path),
+                                        name="e", bootstrap=0, device="cpu")).run_dir
+    compress(CompressConfig(run=str(run), int8=True, epochs=1, calib_images=16, device="cpu"))
+    card, model = load_variant(run / "compress" / "qat_int8")
+    assert card.members == 2 and card.quantization and card.ensemble == ModelCard.load(run).ensemble
+    assert isinstance(model.backbone, Members) and len(model.backbone.members) == 2
+    with torch.no_grad():
+        assert model(torch.randn(2, 3, 32, 48)).shape == (2, 7)
+
+
 @pytest.mark.parametrize("names, expected", [
     (("a",), "needs 2 or more runs"),
     (("a", "a"), "same run twice"),
