@@ -83,6 +83,22 @@ def ensemble_run(ablation: str, row: str, runs: list[Path], reuse: bool) -> Path
     return out
 
 
+def latency(files: dict[str, Path], threads: int = 2, runs: int = 100, rounds: int = 2) -> dict[str, dict]:
+    """Each file's p50 latency through edge_runtime (interpreter alone, and end to end with the CAM
+    heatmap), measured in turns in this one process, so the ratios compare like with like."""
+    from edge_runtime.bench import benchmark
+
+    seen: dict[str, list[dict]] = {name: [] for name in files}
+    for _ in range(rounds):
+        for name, path in files.items():
+            seen[name].append(benchmark(path, threads=threads, runs=runs, warmup=10, cold=False))
+    out = {name: {"file": str(files[name]), "size_mb": round(files[name].stat().st_size / 2**20, 3),
+                  "inference_p50_ms": float(np.median([r["inference"]["p50_ms"] for r in rs])),
+                  "end_to_end_with_cam_p50_ms": float(np.median([r["end_to_end_with_cam"]["p50_ms"] for r in rs]))}
+           for name, rs in seen.items()}
+    return {"threads": threads, "runs": runs, "rounds": rounds, "files": out}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--row", required=True)
@@ -137,6 +153,10 @@ def main() -> int:
                              "balanced_accuracy_ci95": paired_bootstrap(fp32s, 1000),
                              "mel_recall": mean("mel_recall", "torch_fp32")},
               "size_limit_mb": SIZE_LIMIT_MB}
+    if args.ensemble:  # the one file against one member's own int8 file: what the ensemble costs on a device
+        member = Path(next(iter(row["per_seed"].values()))["run"])
+        result["latency"] = latency({"ensemble": Path(seeds[next(iter(seeds))]["file"]),
+                                     "one member": export_int8(member, args.reuse, args.calib_images, None)})
     out = HERE / "results" / ("ham10000_ensemble_int8" if args.ensemble else "ham10000_winner_int8")
     write_json(out.with_suffix(".json"), result)
     write_text(out.with_suffix(".md"), render(result))
@@ -177,6 +197,18 @@ def render(r: dict) -> str:
                      f"{s['int8']['balanced_accuracy']:.3f} | "
                      f"{s['torch_fp32']['balanced_accuracy']:.3f} | {s['int8']['mel_recall']:.3f} | "
                      f"{s['int8']['mel_auc']:.3f} | {s['test_top1_agreement']:.3f} | {_flagged(s)} |")
+    if r.get("latency"):
+        lat = r["latency"]
+        one, ens = lat["files"]["one member"], lat["files"]["ensemble"]
+        lines += ["", f"Latency on this host through edge_runtime ({lat['threads']} threads, p50 of {lat['runs']} "
+                  f"runs, median of {lat['rounds']} turns taken alternately in one process): the one file "
+                  f"{ens['inference_p50_ms']:.2f} ms for the interpreter and "
+                  f"{ens['end_to_end_with_cam_p50_ms']:.2f} ms end to end with the heatmap, against one member's "
+                  f"own int8 file at "
+                  f"{one['inference_p50_ms']:.2f} and {one['end_to_end_with_cam_p50_ms']:.2f} ms: "
+                  f"{ens['inference_p50_ms'] / one['inference_p50_ms']:.2f}× and "
+                  f"{ens['end_to_end_with_cam_p50_ms'] / one['end_to_end_with_cam_p50_ms']:.2f}×; "
+                  f"{ens['size_mb']:.2f} MB against {one['size_mb']:.2f} MB."]
     lines += ["", "Flagged uncertain: the share of test photos whose top probability (at the card's temperature) is "
               "below the card's `uncertain_below`, fitted on validation where a logistic fit of right-or-wrong on "
               "confidence crosses 50%; edge_runtime shows those as \"uncertain\" with a retake-or-refer next step. "
