@@ -74,6 +74,7 @@ def test_ensemble_cli_exports_a_file_edge_runtime_runs(members, synth_root, tmp_
     assert described["status"] == "validated" and described["validation"]["cam_pearson_mean"] > 0.99
     assert len(described["model_card"]["ensemble"]["runs"]) == 2
     clf = Classifier.load(tflite)
+    assert clf.describe["networks"] == 2 and clf.describe["verified"]
     rgb = Image.open(next((synth_root / "images").glob("*.jpg"))).convert("RGB")
     logits, _ = clf.raw(rgb)
     card = ModelCard.load(run)

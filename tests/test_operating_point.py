@@ -61,6 +61,7 @@ def test_export_writes_it_and_edge_runtime_decides_by_it(exported_tiny, synth_ro
     assert "operating point" not in json.dumps(card["calibration"])  # calibration is its own entry
     with_op, plain = Classifier.load(result.artifact), Classifier.load(exported_tiny["onnx_fp32"])
     assert with_op.artifact.describe["operating_point"] == {"label": "mel", "min_recall": 1.0}
+    assert plain.describe["networks"] == 1  # one trained run (an `edgeskin ensemble` file says its count)
     images = sorted({s.dx: s.path for s in read_dataset(synth_root).samples}.values())  # one per class
     for path in images:
         rgb = Image.open(path).convert("RGB")

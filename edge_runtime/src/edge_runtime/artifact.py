@@ -78,6 +78,8 @@ class Artifact:
         clinical = self.card.get("clinical")
         return {"file": self.path.name, "sha256": self.sha256, "verified": self.verified,
                 "backbone": self.card.get("backbone"), "quantization": self.card.get("quantization"),
+                # an `edgeskin ensemble` file runs several networks (its latency scales with them)
+                "networks": len((self.card.get("ensemble") or {}).get("runs", ())) or 1,
                 "operating_point": None if point is None else {k: point[k] for k in ("label", "min_recall")},
                 "clinical_context": None if clinical is None else
                 {"sites": clinical["sites"], "sexes": clinical["sexes"], "weight": clinical["scale"]}}
