@@ -23,13 +23,14 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from edgeskin.benchmark.ablation import Scored, paired_bootstrap, seed_row
 from edgeskin.card import ModelCard
-from edgeskin.config import PriorConfig
+from edgeskin.config import EnsembleConfig, PriorConfig
 from edgeskin.evaluate.run import load_run_model, run_data
 from edgeskin.export.calibrate import uncertain_rates
 from edgeskin.export.tflite import LiteRTRunner
@@ -37,6 +38,7 @@ from edgeskin.export.validate import run_artifact
 from edgeskin.fileio import write_json, write_text
 from edgeskin.predict import predict_logits, softmax
 from edgeskin.train.clinical import card_context_logits, fit_run_prior
+from edgeskin.train.ensemble import build_ensemble
 
 HERE = Path(__file__).resolve().parent
 SIZE_LIMIT_MB = 5.0
@@ -78,12 +80,12 @@ def ensemble_run(ablation: str, row: str, runs: list[Path], reuse: bool) -> Path
     """The row's seed runs as one model (`edgeskin ensemble`), built once under ABLATION/ensembles."""
     out = Path(ablation) / "ensembles" / row
     if not (reuse and (out / "model_card.json").is_file()):
-        subprocess.run([sys.executable, "-m", "edgeskin", "ensemble", *map(str, runs), "--project", str(out.parent),
-                        "--name", out.name, "--exist-ok"], check=True)
+        build_ensemble(EnsembleConfig(runs=tuple(map(str, runs)), project=str(out.parent), name=out.name,
+                                      exist_ok=True, device="cpu"))
     return out
 
 
-def latency(files: dict[str, Path], threads: int = 2, runs: int = 100, rounds: int = 2) -> dict[str, dict]:
+def latency(files: dict[str, Path], threads: int = 2, runs: int = 100, rounds: int = 2) -> dict[str, Any]:
     """Each file's p50 latency through edge_runtime (interpreter alone, and end to end with the CAM
     heatmap), measured in turns in this one process, so the ratios compare like with like."""
     from edge_runtime.bench import benchmark
@@ -204,8 +206,7 @@ def render(r: dict) -> str:
                   f"runs, median of {lat['rounds']} turns taken alternately in one process): the one file "
                   f"{ens['inference_p50_ms']:.2f} ms for the interpreter and "
                   f"{ens['end_to_end_with_cam_p50_ms']:.2f} ms end to end with the heatmap, against one member's "
-                  f"own int8 file at "
-                  f"{one['inference_p50_ms']:.2f} and {one['end_to_end_with_cam_p50_ms']:.2f} ms: "
+                  f"own int8 file at {one['inference_p50_ms']:.2f} and {one['end_to_end_with_cam_p50_ms']:.2f} ms: "
                   f"{ens['inference_p50_ms'] / one['inference_p50_ms']:.2f}× and "
                   f"{ens['end_to_end_with_cam_p50_ms'] / one['end_to_end_with_cam_p50_ms']:.2f}×; "
                   f"{ens['size_mb']:.2f} MB against {one['size_mb']:.2f} MB."]

@@ -73,8 +73,8 @@ class ModelCard:
     # Set by `train --clinical`: a prior on the logits from the patient's age, sex and body site
     # (edge_runtime.clinical.ClinicalPrior), which the device adds before offsets and softmax.
     clinical: dict[str, Any] | None = None
-    # Set by `edgeskin ensemble`: the member runs (path, weights SHA-256, test balanced accuracy) whose
-    # networks run side by side with their logits averaged (edgeskin.models.factory.Members).
+    # Set by `edgeskin ensemble`: the member runs (path, weights SHA-256, validation balanced
+    # accuracy), whose networks run side by side, their logits averaged (models.factory.Members).
     ensemble: dict[str, Any] | None = None
     schema: int = SCHEMA_VERSION
     edgeskin_version: str = __version__

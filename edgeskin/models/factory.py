@@ -129,16 +129,9 @@ def load_weights(backbone: nn.Module, path: str | Path, sha256: str | None) -> N
     backbone.load_state_dict(usable, strict=False)
 
 
-def build_model(backbone: str, num_classes: int, head: str = "gap_linear", input_size=(128, 128),
-                drop_rate: float = 0.0, pretrained: bool = False, weights: str | None = None,
-                weights_sha256: str | None = None, members: int = 1) -> SkinClassifier:
-    """One network, or with `members` > 1 that many side by side (Members), as an ensemble run's card says."""
-    check_backbone(backbone)
-    check_head(head)
-    if members > 1:
-        nets = [build_model(backbone, num_classes, head, input_size).backbone for _ in range(members)]
-        channels = sum(_strip_unused(n, tuple(input_size)) for n in nets)
-        return SkinClassifier(Members(nets), HEADS[head](channels, num_classes, drop_rate))
+def _feature_net(backbone: str, input_size, pretrained: bool, weights: str | None,
+                 weights_sha256: str | None) -> tuple[nn.Module, int]:
+    """A timm backbone without its own head (unused parts stripped), and its feature channels."""
     try:
         net = timm.create_model(backbone, pretrained=pretrained, num_classes=0)
     except Exception as exc:  # timm raises many types when the hub is unreachable
@@ -150,8 +143,18 @@ def build_model(backbone: str, num_classes: int, head: str = "gap_linear", input
         ) from None
     if weights:
         load_weights(net, weights, weights_sha256)
-    channels = _strip_unused(net, tuple(input_size))
-    return SkinClassifier(net, HEADS[head](channels, num_classes, drop_rate))
+    return net, _strip_unused(net, tuple(input_size))
+
+
+def build_model(backbone: str, num_classes: int, head: str = "gap_linear", input_size=(128, 128),
+                drop_rate: float = 0.0, pretrained: bool = False, weights: str | None = None,
+                weights_sha256: str | None = None, members: int = 1) -> SkinClassifier:
+    """One network, or with `members` > 1 that many side by side (Members), as an ensemble run's card says."""
+    check_backbone(backbone)
+    check_head(head)
+    parts = [_feature_net(backbone, input_size, pretrained, weights, weights_sha256) for _ in range(members)]
+    net = parts[0][0] if members == 1 else Members([p for p, _ in parts])
+    return SkinClassifier(net, HEADS[head](sum(c for _, c in parts), num_classes, drop_rate))
 
 
 def model_for_card(card) -> SkinClassifier:

@@ -49,6 +49,8 @@ def _split_rows(run_dir: Path, card: ModelCard) -> set[tuple[str, str]]:
 def _check_members(runs: list[Path]) -> list[ModelCard]:
     if len(runs) < 2:
         raise EdgeskinError(f"ensemble needs 2 or more runs, got {len(runs)}; pass the run folders of `edgeskin train`")
+    if len(set(map(Path.resolve, runs))) < len(runs):
+        raise EdgeskinError("ensemble got the same run twice; pass each member once")
     cards = [ModelCard.load(r) for r in runs]
     first, rows = cards[0], _split_rows(runs[0], cards[0])
     for run, card in zip(runs, cards):
@@ -66,8 +68,6 @@ def _check_members(runs: list[Path]) -> list[ModelCard]:
             what, theirs, ours = differs
             raise EdgeskinError(f"{run} has another {what} than {runs[0]} ({theirs!r} against {ours!r}); "
                                 "ensemble runs trained alike")
-    if len(set(map(Path.resolve, runs))) < len(runs):
-        raise EdgeskinError("ensemble got the same run twice; pass each member once")
     return cards
 
 
