@@ -10,6 +10,7 @@ import difflib
 import hashlib
 import io
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import edgeskin._compat  # noqa: F401  (torchvision import on CPU torch)
 
@@ -20,6 +21,9 @@ from torch import nn
 import edgeskin.models.cnn  # noqa: F401  (registers edgeskin_cnn_* with timm)
 from edgeskin.errors import EdgeskinError
 from edgeskin.models.heads import HEADS
+
+if TYPE_CHECKING:
+    from edgeskin.card import ModelCard
 
 CAM_LAYER = "cam_layer"
 
@@ -157,7 +161,7 @@ def build_model(backbone: str, num_classes: int, head: str = "gap_linear", input
     return SkinClassifier(net, HEADS[head](sum(c for _, c in parts), num_classes, drop_rate))
 
 
-def model_for_card(card) -> SkinClassifier:
+def model_for_card(card: "ModelCard") -> SkinClassifier:
     """The untrained network a model card describes (load its weights next)."""
     return build_model(card.backbone, len(card.labels), card.head, card.preprocessing.input_size,
                        members=card.members)

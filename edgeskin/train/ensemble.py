@@ -52,7 +52,6 @@ def _check_members(runs: list[Path]) -> list[ModelCard]:
     if len(set(map(Path.resolve, runs))) < len(runs):
         raise EdgeskinError("ensemble got the same run twice; pass each member once")
     cards = [ModelCard.load(r) for r in runs]
-    first, rows = cards[0], _split_rows(runs[0], cards[0])
     for run, card in zip(runs, cards):
         if card.ensemble or card.quantization or card.pruning:
             kind = "an ensemble" if card.ensemble else "compressed"
@@ -60,6 +59,8 @@ def _check_members(runs: list[Path]) -> list[ModelCard]:
         if card.head != "gap_linear":
             raise EdgeskinError(f"{run} has head {card.head!r}; only gap_linear heads average into one exact "
                                 "CAM head (train the members with --head gap_linear)")
+    first, rows = cards[0], _split_rows(runs[0], cards[0])
+    for run, card in zip(runs[1:], cards[1:]):  # each against the first, whose manifest is read once
         if _split_rows(run, card) != rows:
             raise EdgeskinError(f"{run} was trained on another split than {runs[0]}; train every member with "
                                 f"--split-manifest {runs[0] / first.split.manifest}")
