@@ -102,6 +102,10 @@ def test_compress_carries_the_ensemble(members, tmp_path):
     assert isinstance(model.backbone, Members) and len(model.backbone.members) == 2
     with torch.no_grad():
         assert model(torch.randn(2, 3, 32, 48)).shape == (2, 7)
+    # neither an ensemble nor a compressed variant can be a member: one line, nothing written
+    for member, kind in ((run, "is an ensemble"), (run / "compress" / "qat_int8", "is compressed")):
+        err = one_line_error(run_cli("ensemble", members["a"], member, "--project", tmp_path / "out"))
+        assert kind in err and not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("names, expected", [

@@ -54,7 +54,7 @@ def _check_members(runs: list[Path]) -> list[ModelCard]:
     cards = [ModelCard.load(r) for r in runs]
     for run, card in zip(runs, cards):
         if card.ensemble or card.quantization or card.pruning:
-            kind = "an ensemble" if card.ensemble else "compressed"
+            kind = "compressed" if card.quantization or card.pruning else "an ensemble"
             raise EdgeskinError(f"{run} is {kind}; pass the float runs `edgeskin train` wrote")
         if card.head != "gap_linear":
             raise EdgeskinError(f"{run} has head {card.head!r}; only gap_linear heads average into one exact "
