@@ -234,6 +234,15 @@ LEVERS = (
           reuse="sog+10x+res-144x192+distill"),
     Lever("sog+10x+res-144x192+distill-g3+clinical+mel-op", "clinical context", post="clinical+min_recall=0.7",
           reuse="sog+10x+res-144x192+distill-g3"),
+    # Across resolutions: the edge-size student (96x128, sog+3x+distill's length) taught by the
+    # 144x192 first runs, the best teacher ensemble in the table (0.703), instead of by the 96x128
+    # sog+2x+distill students (0.656). The teachers see the student's batch resized up to 144x192
+    # (edgeskin.train.distill), where their ensemble still scores 0.685 on validation (0.703 at
+    # their own size). Trained on the CPU: the teachers' forward pass is 2.25x the pixels.
+    Lever("sog+3x+distill-hr", "distillation", {**SOG, "epochs": 18}, teacher="sog+10x+res-144x192"),
+    Lever("sog+3x+distill-hr+mel-op", "operating point", post="min_recall=0.7", reuse="sog+3x+distill-hr"),
+    Lever("sog+3x+distill-hr+clinical+mel-op", "clinical context", post="clinical+min_recall=0.7",
+          reuse="sog+3x+distill-hr"),
 )
 
 
