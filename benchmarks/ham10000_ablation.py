@@ -239,6 +239,8 @@ LEVERS = (
     # sog+2x+distill students (0.656). The teachers see the student's batch resized up to 144x192
     # (edgeskin.train.distill), where their ensemble still scores 0.685 on validation (0.703 at
     # their own size). Trained on the CPU: the teachers' forward pass is 2.25x the pixels.
+    # 0.684 alone (+0.9 pp over sog+3x+distill, +0.4 over the third generation), but the prior adds
+    # with the operating point only 0.9 pp: 0.693, under the winner's 0.716. 40 minutes a run.
     Lever("sog+3x+distill-hr", "distillation", {**SOG, "epochs": 18}, teacher="sog+10x+res-144x192"),
     Lever("sog+3x+distill-hr+mel-op", "operating point", post="min_recall=0.7", reuse="sog+3x+distill-hr"),
     Lever("sog+3x+distill-hr+clinical+mel-op", "clinical context", post="clinical+min_recall=0.7",
