@@ -33,6 +33,7 @@ from edgeskin.card import ModelCard
 from edgeskin.config import EnsembleConfig, PriorConfig
 from edgeskin.evaluate.run import load_run_model, run_data
 from edgeskin.export.calibrate import uncertain_rates
+from edgeskin.export.pipeline import artifact_name
 from edgeskin.export.tflite import LiteRTRunner
 from edgeskin.export.validate import run_artifact
 from edgeskin.fileio import write_json, write_text
@@ -46,7 +47,7 @@ SIZE_LIMIT_MB = 5.0
 
 def export_int8(run: Path, reuse: bool, calib_images: int, min_recall: float | None) -> Path:
     card = ModelCard.load(run)
-    path = run / "export" / f"{card.backbone}_int8.tflite"
+    path = run / "export" / artifact_name(card, "int8", ".tflite")
     side = Path(f"{path}.json")
     exported = json.loads(side.read_text())["model_card"] if side.is_file() else {}
     same = ((exported.get("operating_point") or {}).get("min_recall") == min_recall

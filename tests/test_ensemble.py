@@ -70,6 +70,7 @@ def test_ensemble_cli_exports_a_file_edge_runtime_runs(members, synth_root, tmp_
     run = tmp_path / "e"
     run_cli("export", run, "--target", "tflite", "--precision", "fp32", check=True)
     tflite = next((run / "export").glob("*.tflite"))
+    assert tflite.name == "edgeskin_cnn_s_ensemble2_fp32.tflite"  # says it runs two networks
     described = json.loads(Path(f"{tflite}.json").read_text())
     assert described["status"] == "validated" and described["validation"]["cam_pearson_mean"] > 0.99
     assert len(described["model_card"]["ensemble"]["runs"]) == 2

@@ -125,6 +125,14 @@ def _calibration(data, split, card: ModelCard, n: int):
     return Calibration(data.pixels[pick], card.preprocessing.mean, card.preprocessing.std)
 
 
+def artifact_name(card: ModelCard, precision: str, suffix: str) -> str:
+    """The exported file's name: backbone and precision, and for `edgeskin ensemble` runs the member
+    count (edgeskin_cnn_m_ensemble3_int8.tflite), so a file copied to a device still says it runs
+    N networks, at N times one member's latency and size."""
+    members = f"_ensemble{card.members}" if card.ensemble else ""
+    return f"{card.backbone}{members}_{precision}{suffix}"
+
+
 def _require_tools(cfg: ExportConfig, target: Target) -> None:
     """Step 1: every tool the conversion and its validation will use, found before minutes of work."""
     what = f"edgeskin export --target {cfg.target}"
@@ -158,7 +166,7 @@ def export(cfg: ExportConfig) -> ExportResult:
     src_card, val_logits = _device_card(src_card, source, val, cfg.min_recall)
     out = run / OUT_DIR
     out.mkdir(exist_ok=True)
-    artifact = out / f"{card.backbone}_{cfg.precision}{target.suffix}"
+    artifact = out / artifact_name(card, cfg.precision, target.suffix)
     with atomic_path(artifact) as tmp:  # Steps 2-3 on a temporary file
         target.convert(source, card.preprocessing.input_size, tmp, cfg.precision,
                        calibration=_calibration(data, split, card, cfg.calib_images))
