@@ -14,8 +14,6 @@ interval is for the mean balanced accuracy, not for one lucky seed.
 from __future__ import annotations
 
 import json
-import multiprocessing
-from concurrent.futures import ProcessPoolExecutor
 from functools import lru_cache
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -39,7 +37,8 @@ from edgeskin.evaluate.metrics import classification_metrics
 from edgeskin.evaluate.run import load_run_model, run_data
 from edgeskin.evaluate.shift import SHIFTS, shifted
 from edgeskin.fileio import atomic_path, sha256_file, write_json, write_text
-from edgeskin.train.checkpoint import CONFIG, LAST
+from edgeskin.train.checkpoint import CONFIG
+from edgeskin.train.reuse import train_or_reuse, train_side_by_side
 from edgeskin.predict import describe_device, predict_logits, resolve_device, softmax
 
 SCORE_VERSION = 3  # bump when scoring changes (shifts, TTA, tau grid, clinical fit): cached scores are redone
@@ -99,28 +98,6 @@ def run_config(cfg: AblationConfig, lever: Lever, seed: int, manifest: Path) -> 
     return recipe_config(cfg.recipe, {**cfg.base, **lever.overrides, **teacher, "data": cfg.data, "seed": seed,
                                       "split_manifest": str(manifest), "project": str(Path(cfg.out) / "runs"),
                                       "name": f"{lever.name}-s{seed}", "exist_ok": True, "workers": cfg.workers})
-
-
-def same_recipe(a: TrainConfig, b: TrainConfig) -> bool:
-    """Equal but for where the run trains: device and loader processes pick the hardware, not the
-    recipe (workers do change the augmentation's random stream, as a new seed would, not its law)."""
-    return replace(a, device=b.device, workers=b.workers) == b
-
-
-def train_or_reuse(tcfg: TrainConfig) -> Path:
-    """A finished run with the same recipe is reused, a killed one resumed from its last epoch;
-    anything else (another config) is trained from scratch."""
-    from edgeskin.train import train
-
-    run_dir = Path(tcfg.project) / tcfg.name
-    saved = run_dir / CONFIG
-    # Compared as TrainConfigs, so a run saved before a new (defaulted) field existed still matches.
-    same = saved.is_file() and same_recipe(TrainConfig.load(saved), tcfg)
-    if same and (run_dir / "model_card.json").is_file():
-        return run_dir
-    if same and (run_dir / LAST).is_file():
-        return train(resume=run_dir).run_dir
-    return train(tcfg).run_dir
 
 
 # Step 3: score a run, with the row's inference-time lever ----------------------------------------
@@ -379,15 +356,6 @@ def run_ablation(cfg: AblationConfig) -> dict[str, Any]:
             result["rows"][-1].update(ensembles)
             _write(out, result)
     return result
-
-
-def train_side_by_side(configs: list[TrainConfig], parallel: int) -> None:
-    """Train (or reuse) runs in up to `parallel` fresh processes at once. Spawned, not forked: a
-    forked child would inherit the parent's CUDA context, which CUDA does not allow."""
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=min(parallel, len(configs)), mp_context=ctx) as pool:
-        for future in [pool.submit(train_or_reuse, c) for c in configs]:
-            future.result()  # re-raises a run's error here
 
 
 def _write(out: Path, result: dict) -> None:
