@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from edgeskin.config import BALANCE_MODES, DEVICES, LOSSES, PRUNE_MODES, RECIPES
+from edgeskin.config import BALANCE_MODES, CHAIN_SETS, DEVICES, LOSSES, PRUNE_MODES, RECIPES
 from edge_runtime.preprocess import CONSTANCY
 
 from edgeskin.errors import EdgeskinError
@@ -15,6 +15,16 @@ from edgeskin.errors import EdgeskinError
 TASK_CHOICES = ("multiclass", "binary")
 HEAD_CHOICES = ("gap_linear", "mlp")
 AUGMENT_CHOICES = ("none", "light", "standard", "strong")
+
+
+def parse_ints(ctx, param, value: str | None):
+    """'12,12,18,18' -> (12, 12, 18, 18)."""
+    if value is None:
+        return None
+    try:
+        return tuple(int(p) for p in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{value!r}; use comma-separated whole numbers, e.g. 12,12,18,18") from None
 
 
 def parse_size(ctx, param, value: str | None):
@@ -36,48 +46,72 @@ def cli() -> None:
     """Train, evaluate and deploy an explainable skin-lesion classifier."""
 
 
+# The training options `train` and `chain` share, by parameter name (chain sets CHAIN_SETS itself).
+TRAINING = {
+    "data": click.option("--data", help="HAM10000 folder, CSV manifest (path,label,...), image-folder tree, "
+                         "or 'synthetic'."),
+    "task": click.option("--task", type=click.Choice(TASK_CHOICES),
+                         help="multiclass: 7 HAM classes; binary: benign/malignant."),
+    "backbone": click.option("--backbone", help="Any timm model name, or edgeskin_cnn_s / _m / _l."),
+    "head": click.option("--head", type=click.Choice(HEAD_CHOICES)),
+    "input_size": click.option("--input-size", callback=parse_size, help="SIZE or HEIGHTxWIDTH, e.g. 128 or 96x128."),
+    "epochs": click.option("--epochs", type=int),
+    "batch_size": click.option("--batch-size", type=int),
+    "lr": click.option("--lr", type=float),
+    "weight_decay": click.option("--weight-decay", type=float),
+    "label_smoothing": click.option("--label-smoothing", type=float),
+    "balance": click.option("--balance", type=click.Choice(BALANCE_MODES),
+                            help="Class imbalance: weighted sampler or loss."),
+    "balance_power": click.option("--balance-power", type=float, help="Class weight = frequency^-power."),
+    "loss": click.option("--loss", type=click.Choice(LOSSES), help="balanced_softmax adds log class priors "
+                         "(balanced error); focal down-weights easy images."),
+    "augment": click.option("--augment", type=click.Choice(AUGMENT_CHOICES)),
+    "color_constancy": click.option("--color-constancy", type=click.Choice(CONSTANCY), help="White balance every "
+                                    "image (shades of gray); the card tells the device to do the same."),
+    "mixup": click.option("--mixup", type=float, help="Probability a batch is mixed by MixUp or CutMix (0 = off)."),
+    "ema_decay": click.option("--ema-decay", type=float,
+                              help="EMA of weights, validated and saved (e.g. 0.998; 0 = off)."),
+    "teacher": click.option("--teacher", type=click.Path(), multiple=True, help="A finished run to distil from "
+                            "(repeat for an ensemble; same split, constancy and loss)."),
+    "distill_alpha": click.option("--distill-alpha", type=float,
+                                  help="Weight of the distillation loss (labels get 1 - alpha)."),
+    "distill_temperature": click.option("--distill-temperature", type=float,
+                                        help="Softmax temperature of the distillation loss."),
+    "mask_guidance": click.option("--mask-guidance", type=float, help="Penalise CAM outside the lesion masks "
+                                  "(<image_id>_segmentation.png) with this weight (0 = off)."),
+    "clinical": click.option("--clinical/--no-clinical", default=None, help="Also fit a prior from the patient's "
+                             "age, sex and body site (data columns); the device adds it."),
+    "drop_rate": click.option("--drop-rate", type=float),
+    "patience": click.option("--patience", type=int, help="Early stopping patience (epochs) on val balanced accuracy."),
+    "seed": click.option("--seed", type=int),
+    "val_fraction": click.option("--val-fraction", type=float),
+    "test_fraction": click.option("--test-fraction", type=float),
+    "split_manifest": click.option("--split-manifest", type=click.Path(),
+                                   help="Reuse a split.csv from an earlier run."),
+    "pretrained": click.option("--pretrained/--no-pretrained", default=None, help="timm hub weights (needs network)."),
+    "weights": click.option("--weights", type=click.Path(), help="Local backbone weights file (.pth/.safetensors)."),
+    "weights_sha256": click.option("--weights-sha256", help="Expected SHA-256 of --weights."),
+    "max_minutes": click.option("--max-minutes", type=float,
+                                help="Time budget; epochs are re-planned after the first."),
+    "max_images": click.option("--max-images", type=int,
+                               help="Train on a lesion-grouped stratified subset of this size."),
+    "device": click.option("--device", type=click.Choice(DEVICES)),
+    "workers": click.option("--workers", type=int),
+}
+
+
+def with_options(*decorators):
+    """Apply click option decorators in the order given (the first is listed first in --help)."""
+    def apply(f):
+        for d in reversed(decorators):
+            f = d(f)
+        return f
+    return apply
+
+
 @cli.command()
 @click.option("--recipe", type=click.Choice(sorted(RECIPES)), help="Named setup; explicit options override it.")
-@click.option("--data", help="HAM10000 folder, CSV manifest (path,label,...), image-folder tree, or 'synthetic'.")
-@click.option("--task", type=click.Choice(TASK_CHOICES), help="multiclass: 7 HAM classes; binary: benign/malignant.")
-@click.option("--backbone", help="Any timm model name, or edgeskin_cnn_s / _m / _l.")
-@click.option("--head", type=click.Choice(HEAD_CHOICES))
-@click.option("--input-size", callback=parse_size, help="SIZE or HEIGHTxWIDTH, e.g. 128 or 96x128.")
-@click.option("--epochs", type=int)
-@click.option("--batch-size", type=int)
-@click.option("--lr", type=float)
-@click.option("--weight-decay", type=float)
-@click.option("--label-smoothing", type=float)
-@click.option("--balance", type=click.Choice(BALANCE_MODES), help="Class imbalance: weighted sampler or loss.")
-@click.option("--balance-power", type=float, help="Class weight = frequency^-power.")
-@click.option("--loss", type=click.Choice(LOSSES),
-              help="balanced_softmax adds log class priors (balanced error); focal down-weights easy images.")
-@click.option("--augment", type=click.Choice(AUGMENT_CHOICES))
-@click.option("--color-constancy", type=click.Choice(CONSTANCY),
-              help="White balance every image (shades of gray); the card tells the device to do the same.")
-@click.option("--mixup", type=float, help="Probability a batch is mixed by MixUp or CutMix (0 = off).")
-@click.option("--ema-decay", type=float, help="EMA of weights, validated and saved (e.g. 0.998; 0 = off).")
-@click.option("--teacher", type=click.Path(), multiple=True,
-              help="A finished run to distil from (repeat for an ensemble; same split, constancy and loss).")
-@click.option("--distill-alpha", type=float, help="Weight of the distillation loss (labels get 1 - alpha).")
-@click.option("--distill-temperature", type=float, help="Softmax temperature of the distillation loss.")
-@click.option("--mask-guidance", type=float,
-              help="Penalise CAM outside the lesion masks (<image_id>_segmentation.png) with this weight (0 = off).")
-@click.option("--clinical/--no-clinical", default=None,
-              help="Also fit a prior from the patient's age, sex and body site (data columns); the device adds it.")
-@click.option("--drop-rate", type=float)
-@click.option("--patience", type=int, help="Early stopping patience (epochs) on val balanced accuracy.")
-@click.option("--seed", type=int)
-@click.option("--val-fraction", type=float)
-@click.option("--test-fraction", type=float)
-@click.option("--split-manifest", type=click.Path(), help="Reuse a split.csv from an earlier run.")
-@click.option("--pretrained/--no-pretrained", default=None, help="timm hub weights (needs network).")
-@click.option("--weights", type=click.Path(), help="Local backbone weights file (.pth/.safetensors).")
-@click.option("--weights-sha256", help="Expected SHA-256 of --weights.")
-@click.option("--max-minutes", type=float, help="Time budget; epochs are re-planned after the first.")
-@click.option("--max-images", type=int, help="Train on a lesion-grouped stratified subset of this size.")
-@click.option("--device", type=click.Choice(DEVICES))
-@click.option("--workers", type=int)
+@with_options(*TRAINING.values())
 @click.option("--project", help="Parent folder of runs (default runs/train).")
 @click.option("--name", help="Run name (default exp; exp2, exp3... when taken).")
 @click.option("--exist-ok", is_flag=True, default=None, help="Overwrite the run NAME if it exists.")
@@ -103,6 +137,37 @@ def _resume_alone(resume: str, recipe: str | None, options: dict) -> None:
         given = given + (["--recipe"] if recipe else [])
         raise EdgeskinError(f"--resume continues {resume} with its saved config; drop {' '.join(given)} "
                             "(or start a new run without --resume)")
+
+
+@cli.command()
+@click.option("--recipe", type=click.Choice(sorted(RECIPES)), help="Named setup, with its chain's generations.")
+@with_options(*(option for name, option in TRAINING.items() if name not in CHAIN_SETS))
+@click.option("--generations", callback=parse_ints,
+              help="Each generation's epochs, e.g. 12,12,18,18 (default: the recipe's chain).")
+@click.option("--seeds", callback=parse_ints, default="0,1,2", show_default=True,
+              help="One run per seed in every generation; a generation's runs teach the next.")
+@click.option("--parallel", type=int, default=1, show_default=True,
+              help="Runs of a generation trained side by side (a GPU holds several small ones).")
+@click.option("--project", default="runs/chain", show_default=True, help="Parent folder of the chain.")
+@click.option("--name", default="chain", show_default=True, help="Chain name (chain2, ... when taken).")
+@click.option("--exist-ok", is_flag=True, help="Overwrite the chain NAME if it exists.")
+@click.option("--resume", type=click.Path(), help="Go on with a stopped chain: finished runs are kept.")
+def chain(recipe, generations, seeds, parallel, project, name, exist_ok, resume, **options) -> None:
+    """A distillation chain: one run per seed, then again with the runs before as teachers, per generation."""
+    from edgeskin.config import ChainConfig
+    from edgeskin.train.chain import run_chain
+
+    overrides = {k: v for k, v in options.items() if v is not None}
+    if resume:
+        _resume_alone(resume, recipe, {**overrides, "generations": generations})
+        result = run_chain(resume=resume)
+    else:
+        result = run_chain(ChainConfig.for_recipe(recipe, generations, overrides=overrides, seeds=seeds,
+                                                  parallel=parallel, project=project, name=name, exist_ok=exist_ok))
+    last = result.generations[-1]
+    click.echo(f"chain: {result.chain_dir}\nbest run of the last generation (by validation): {result.best_run}"
+               + (f"\nits runs as one model: {last.ensemble}" if last.ensemble else "")
+               + f"\nnext: edgeskin export {result.best_run} --target tflite --precision int8 --int8-from fp32")
 
 
 @cli.command()
@@ -327,9 +392,12 @@ def demo(project, epochs, device) -> None:
 
 @cli.command()
 def recipes() -> None:
-    """List the named training recipes."""
+    """List the named training recipes (and the generations of a recipe's `edgeskin chain`)."""
+    from edgeskin.config import CHAINS
+
     for name, fn in sorted(RECIPES.items()):
-        click.echo(f"{name:20s} {(fn.__doc__ or '').strip().splitlines()[0]}")
+        chain = f"  [chain: {','.join(map(str, CHAINS[name]))} epochs]" if name in CHAINS else ""
+        click.echo(f"{name:20s} {(fn.__doc__ or '').strip().splitlines()[0]}{chain}")
 
 
 def main() -> None:

@@ -198,6 +198,61 @@ class EnsembleConfig:
     device: str = "auto"
 
 
+# TrainConfig fields a distillation chain sets for each of its runs (so no recipe or option may).
+CHAIN_SETS = ("epochs", "seed", "teacher", "project", "name", "exist_ok")
+
+
+@dataclass(frozen=True)
+class ChainConfig:
+    """`edgeskin chain`: generations of runs, each generation's runs (one per seed) distilled from
+    all of the one before (edgeskin.train.chain). `overrides`: TrainConfig fields over the recipe's."""
+    recipe: str | None = None
+    overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+    generations: tuple[int, ...] = ()  # epochs of each generation; () takes the recipe's CHAINS entry
+    seeds: tuple[int, ...] = (0, 1, 2)
+    parallel: int = 1  # a generation's runs trained side by side (on a GPU)
+    project: str = "runs/chain"
+    name: str = "chain"
+    exist_ok: bool = False
+
+    def __post_init__(self) -> None:
+        set_here = sorted(set(self.overrides) & set(CHAIN_SETS))
+        _raise_first_failed([
+            (not set_here, f"option {set_here} for a chain; the chain sets {list(CHAIN_SETS)} for each run"),
+            (bool(self.generations) and min(self.generations) >= 1,
+             f"--generations {list(self.generations)}; give each generation's epochs, e.g. 12,12,18,18"),
+            (bool(self.seeds) and min(self.seeds) >= 0 and len(set(self.seeds)) == len(self.seeds),
+             f"--seeds {list(self.seeds)}; give distinct non-negative seeds, e.g. 0,1,2"),
+            (self.parallel >= 1, f"--parallel {self.parallel}; use 1 or more runs at once"),
+        ])
+
+    @classmethod
+    def for_recipe(cls, recipe: str | None, generations: tuple[int, ...] | None, **fields: Any) -> "ChainConfig":
+        """A chain with the recipe's own generations unless `generations` is given."""
+        if not generations:
+            if recipe not in CHAINS:
+                named = ", ".join(f"{k} ({','.join(map(str, v))})" for k, v in sorted(CHAINS.items()))
+                raise EdgeskinError(f"recipe {recipe!r} has no distillation chain; pass --generations (each "
+                                    f"generation's epochs, e.g. 12,12,18,18) or a recipe that has one: {named}")
+            generations = CHAINS[recipe]
+        return cls(recipe=recipe, generations=tuple(generations), **fields)
+
+    def train_config(self, generation: int, seed: int, teachers: tuple[str, ...], split_manifest: str,
+                     run_dir: Path) -> TrainConfig:
+        """The config of one run: generation `generation` (1-based), taught by `teachers`."""
+        given = {k: tuple(v) if isinstance(v, list) else v for k, v in self.overrides.items()}  # from JSON
+        return recipe_config(self.recipe, {**given, "epochs": self.generations[generation - 1],
+                                           "seed": seed, "teacher": teachers, "split_manifest": split_manifest,
+                                           "project": str(run_dir.parent), "name": run_dir.name, "exist_ok": True})
+
+    def save(self, path: Path) -> None:
+        _save(self, path)
+
+    @classmethod
+    def load(cls, path: Path) -> "ChainConfig":
+        return _load_saved(cls, path, "chain")
+
+
 PRUNE_MODES = ("magnitude", "structured")
 
 
@@ -309,6 +364,10 @@ def ham_edge_robust() -> dict[str, Any]:
     return {**ham_edge_int8(), "input_size": (96, 128), "epochs": 18, "patience": 99,
             "loss": "balanced_softmax", "color_constancy": "shades_of_gray", "clinical": True,
             "name": "ham-edge-robust"}
+
+
+# A recipe's distillation chain (`edgeskin chain --recipe NAME`): each generation's epochs.
+CHAINS: dict[str, tuple[int, ...]] = {"ham-edge-robust": (12, 12, 18, 18)}
 
 
 @register_recipe

@@ -241,7 +241,7 @@ def test_named_recipe_reproduces_the_committed_ablation_winner():
     from pathlib import Path
 
     from edgeskin.benchmark.ablation_report import best_row
-    from edgeskin.config import recipe_config
+    from edgeskin.config import CHAINS, recipe_config
 
     result = json.loads((Path(__file__).parents[1] / "benchmarks/results/ham10000_ablation.json").read_text())
     def row(name):
@@ -261,6 +261,8 @@ def test_named_recipe_reproduces_the_committed_ablation_winner():
     while chain[-1].get("teacher"):
         chain.append(row(chain[-1]["teacher"]))
     assert [r["mean"]["epochs"] for r in chain] == WINNER_CHAIN_EPOCHS
+    # ...which is the chain `edgeskin chain --recipe ham-edge-robust` trains, first generation first.
+    assert list(CHAINS["ham-edge-robust"]) == WINNER_CHAIN_EPOCHS[::-1]
     for r in chain[1:]:  # a prior never changes weights: the teachers are compared without it
         assert fields(recipe_config("ham-edge-robust", {"epochs": r["mean"]["epochs"]}), "clinical") == \
             fields(recipe_config(result["recipe"], {**result["base"], **r["overrides"]}), "clinical")

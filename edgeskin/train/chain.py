@@ -1,0 +1,119 @@
+"""`edgeskin chain`: a born-again distillation chain (Furlanello et al. 2018) in one command.
+
+On HAM10000 from scratch, the edge CNN's best recipe is not one run but generations of runs: one
+run per seed, then the same recipe again with every run of the generation before as its teacher
+ensemble (benchmarks/results/ham10000_ablation.md: 0.632 -> 0.650 -> 0.675 -> 0.680 balanced
+accuracy for `ham-edge-robust`'s 12, 12, 18, 18 epochs). That is ten `edgeskin train` commands
+by hand, each naming the split and three teachers; here it is one, and re-running it goes on
+where it stopped.
+
+Steps: 1. check the options and load the data once (bad input fails before a folder exists);
+2. one lesion-grouped split manifest for every run (teachers must not have seen a student's
+validation or test images); 3. each generation: train (or reuse, or resume) its runs, then
+average them into one model (`edgeskin ensemble`) and score it on validation, so the summary
+shows whether the students still beat their teachers; 4. chain.json after every generation.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from edgeskin.config import ChainConfig, EnsembleConfig
+from edgeskin.data.split import MANIFEST_FILE, write_manifest
+from edgeskin.errors import EdgeskinError
+from edgeskin.fileio import write_json
+from edgeskin.train import checkpoint as ckpt
+
+CHAIN_CONFIG = "chain_config.json"
+SUMMARY = "chain.json"
+
+
+@dataclass(frozen=True)
+class Generation:
+    index: int  # 1-based
+    epochs: int
+    runs: tuple[str, ...]  # one per seed, in seed order
+    val_balanced_accuracy: tuple[float, ...]  # each run's best validation score
+    ensemble: str | None  # the runs as one model (None for one seed)
+    ensemble_val_balanced_accuracy: float | None
+
+
+@dataclass(frozen=True)
+class ChainResult:
+    chain_dir: Path
+    generations: tuple[Generation, ...]
+    best_run: Path  # the last generation's run with the best validation balanced accuracy
+
+
+def run_chain(cfg: ChainConfig | None = None, resume: str | Path | None = None) -> ChainResult:
+    """Run the chain `cfg` in a new folder, or go on with the chain folder `resume`."""
+    if (cfg is None) == (resume is None):
+        raise EdgeskinError("pass either a chain config or a chain folder to resume, not both")
+    if resume is not None:
+        chain_dir = Path(resume)
+        cfg = ChainConfig.load(chain_dir / CHAIN_CONFIG)
+        manifest = chain_dir / MANIFEST_FILE
+    else:
+        chain_dir, manifest = _start(cfg)
+    generations: list[Generation] = []
+    teachers: tuple[str, ...] = ()
+    for g, epochs in enumerate(cfg.generations, start=1):
+        gen = _generation(cfg, chain_dir, g, teachers, str(manifest))
+        generations.append(gen)
+        write_json(chain_dir / SUMMARY, {"config": asdict(cfg), "generations": [asdict(x) for x in generations]})
+        teachers = gen.runs
+    last = generations[-1]
+    best = max(zip(last.val_balanced_accuracy, last.runs))[1]
+    print(summary_table(generations))
+    return ChainResult(chain_dir, tuple(generations), Path(best))
+
+
+def _start(cfg: ChainConfig) -> tuple[Path, Path]:
+    """Steps 1-2: the first run's config is checked and the data split before the folder exists."""
+    from edgeskin.train.loop import check_options, prepare_data
+
+    first = cfg.train_config(1, cfg.seeds[0], (), cfg.overrides.get("split_manifest") or "", Path(cfg.project))
+    check_options(first)
+    data, split = prepare_data(first)  # the user's --split-manifest, or a new split (seed: the first)
+    chain_dir = ckpt.new_run_dir(cfg.project, cfg.name, cfg.exist_ok)
+    if cfg.exist_ok and chain_dir.exists():
+        shutil.rmtree(chain_dir)
+    chain_dir.mkdir(parents=True)
+    cfg.save(chain_dir / CHAIN_CONFIG)
+    manifest = chain_dir / MANIFEST_FILE
+    write_manifest(manifest, data.samples, data.digests, split, data.task.labels, data.targets)
+    print(f"edgeskin chain: {chain_dir}  ({len(cfg.generations)} generations x {len(cfg.seeds)} seeds, "
+          f"epochs {', '.join(map(str, cfg.generations))})")
+    return chain_dir, manifest
+
+
+def _generation(cfg: ChainConfig, chain_dir: Path, g: int, teachers: tuple[str, ...], manifest: str) -> Generation:
+    """Step 3 for generation g: its runs (reused when finished, resumed when killed), then as one."""
+    from edgeskin.card import ModelCard
+    from edgeskin.train.reuse import train_side_by_side
+
+    configs = [cfg.train_config(g, s, teachers, manifest, chain_dir / f"g{g}-s{s}") for s in cfg.seeds]
+    runs = tuple(str(p) for p in train_side_by_side(configs, cfg.parallel))
+    scores = tuple(float(ModelCard.load(Path(r)).metrics["val"]["balanced_accuracy"]) for r in runs)
+    ensemble, ensemble_score = None, None
+    if len(runs) > 1:
+        from edgeskin.train.ensemble import build_ensemble
+
+        device = configs[0].device
+        built = build_ensemble(EnsembleConfig(runs=runs, project=str(chain_dir), name=f"g{g}-ensemble",
+                                              exist_ok=True, bootstrap=0, device=device))
+        ensemble, ensemble_score = str(built.run_dir), float(built.card.metrics["val"]["balanced_accuracy"])
+    return Generation(g, cfg.generations[g - 1], runs, scores, ensemble, ensemble_score)
+
+
+def summary_table(generations: list[Generation]) -> str:
+    """Validation balanced accuracy per generation: each run, their mean, and the runs as one."""
+    lines = ["generation  epochs  val balanced accuracy per seed   mean    as one model"]
+    for gen in generations:
+        per_seed = " ".join(f"{v:.3f}" for v in gen.val_balanced_accuracy)
+        mean = sum(gen.val_balanced_accuracy) / len(gen.val_balanced_accuracy)
+        one = "-" if gen.ensemble_val_balanced_accuracy is None else f"{gen.ensemble_val_balanced_accuracy:.3f}"
+        lines.append(f"{gen.index:>10}  {gen.epochs:>6}  {per_seed:<31}  {mean:.3f}  {one}")
+    return "\n".join(lines)

@@ -1,0 +1,95 @@
+"""`edgeskin chain`: generations of runs, each taught by all of the one before, on one split; a
+stopped chain goes on where it stopped; bad options fail in one line before a folder exists."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import TINY, one_line_error, run_cli
+from edgeskin.card import ModelCard
+from edgeskin.config import CHAINS, ChainConfig, TrainConfig
+from edgeskin.errors import EdgeskinError
+from edgeskin.fileio import sha256_file
+
+# The tiny run of conftest.TINY as `edgeskin chain` options.
+TINY_ARGS = ["--recipe", "demo", "--backbone", TINY["backbone"], "--input-size", "32x48",
+             "--batch-size", str(TINY["batch_size"]), "--lr", str(TINY["lr"]), "--patience", str(TINY["patience"]),
+             "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def chain_dir(synth_root, tmp_path_factory) -> Path:
+    """Two generations (1 then 2 epochs) of two seeds each on the synthetic set."""
+    project = tmp_path_factory.mktemp("chain")
+    proc = run_cli("chain", *TINY_ARGS, "--data", synth_root, "--generations", "1,2", "--seeds", "0,1",
+                   "--project", project, "--name", "c", check=True)
+    assert f"best run of the last generation (by validation): {project / 'c'}" in proc.stdout
+    return project / "c"
+
+
+def test_each_generation_is_taught_by_every_run_of_the_one_before(chain_dir):
+    summary = json.loads((chain_dir / "chain.json").read_text())
+    gens = summary["generations"]
+    assert [g["epochs"] for g in gens] == [1, 2]
+    assert [g["runs"] for g in gens] == [[str(chain_dir / f"g{i}-s{s}") for s in (0, 1)] for i in (1, 2)]
+    for gen, teachers in zip(gens, ((), tuple(gens[0]["runs"]))):
+        for run, seed, score in zip(gen["runs"], (0, 1), gen["val_balanced_accuracy"]):
+            cfg = TrainConfig.load(Path(run) / "config.json")
+            assert (cfg.teacher, cfg.seed, cfg.epochs, cfg.recipe) == (teachers, seed, gen["epochs"], "demo")
+            assert cfg.input_size == (32, 48) and cfg.backbone == TINY["backbone"]
+            # One split for every run and teacher: a teacher never saw a student's val or test images.
+            assert (Path(run) / "split.csv").read_bytes() == (chain_dir / "split.csv").read_bytes()
+            assert score == ModelCard.load(Path(run)).metrics["val"]["balanced_accuracy"]
+        # The generation as one model, what `edgeskin ensemble` writes, scored on validation.
+        card = ModelCard.load(Path(gen["ensemble"]))
+        assert [m["run"] for m in card.ensemble["runs"]] == gen["runs"]
+        assert card.metrics["val"]["balanced_accuracy"] == gen["ensemble_val_balanced_accuracy"]
+
+
+def test_a_stopped_chain_goes_on_without_training_its_finished_runs_again(chain_dir):
+    runs = sorted(chain_dir.glob("g?-s?"))
+    stamps = {r: (r / "best.pt").stat().st_mtime_ns for r in runs}
+    killed = chain_dir / "g2-s1"
+    sha = sha256_file(killed / "best.pt")
+    (killed / "model_card.json").unlink()  # as if killed after its last epoch's checkpoint
+    proc = run_cli("chain", "--resume", chain_dir, check=True)
+    assert "edgeskin train: runs" not in proc.stdout.replace(str(killed), "")  # no other run trained
+    assert {r: (r / "best.pt").stat().st_mtime_ns for r in runs if r != killed} == \
+        {r: t for r, t in stamps.items() if r != killed}
+    assert ModelCard.load(killed).weights["sha256"] == sha  # resumed to the same weights
+    assert "generation  epochs" in proc.stdout
+
+
+def test_resume_refuses_options_it_would_ignore(tmp_path):
+    proc = run_cli("chain", "--resume", tmp_path / "c", "--generations", "1", "--lr", "0.1")
+    assert "drop --generations --lr" in one_line_error(proc)
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--recipe", "demo"], "--generations"),  # a recipe without a chain of its own
+    (["--recipe", "demo", "--generations", "2,0"], "--generations [2, 0]"),
+    (["--recipe", "demo", "--generations", "2", "--seeds", "0,0"], "--seeds [0, 0]"),
+    (["--recipe", "demo", "--generations", "2", "--lr", "-1"], "--lr -1.0"),
+    (["--recipe", "demo", "--generations", "2", "--data", "/no/such/dir"], "/no/such/dir"),
+])
+def test_bad_options_fail_in_one_line_before_a_folder_exists(tmp_path, args, needle):
+    proc = run_cli("chain", *args, "--project", tmp_path / "chains")
+    assert needle in one_line_error(proc)
+    assert not (tmp_path / "chains").exists()
+
+
+def test_a_recipe_without_a_chain_names_those_that_have_one():
+    with pytest.raises(EdgeskinError, match="ham-edge-robust \\(12,12,18,18\\)"):
+        ChainConfig.for_recipe("demo", None)
+    with pytest.raises(EdgeskinError, match="the chain sets"):
+        ChainConfig(generations=(1,), overrides={"epochs": 3})
+    assert ChainConfig.for_recipe("ham-edge-robust", None).generations == CHAINS["ham-edge-robust"]
+    assert ChainConfig.for_recipe("ham-edge-robust", (6, 6)).generations == (6, 6)
+
+
+def test_generations_that_are_not_numbers_are_refused():
+    proc = run_cli("chain", "--recipe", "demo", "--generations", "twelve")
+    assert proc.returncode == 2 and "comma-separated whole numbers" in proc.stderr
