@@ -360,7 +360,8 @@ def ham_edge_robust() -> dict[str, Any]:
     seeds 0-2 at --epochs 12, again at --epochs 12 with `--teacher` on those three runs, then this
     recipe (18 epochs) twice, each time with `--teacher` on the three runs before, with the clinical
     prior (the patient's age, sex and body site; `--no-clinical` for data that records none);
-    exported with `--min-recall 0.7` (melanoma operating point). Give it more --epochs on a GPU."""
+    exported with `--min-recall 0.7` (melanoma operating point). `edgeskin chain --recipe
+    ham-edge-robust` trains that chain (CHAINS). Give it more --epochs on a GPU."""
     return {**ham_edge_int8(), "input_size": (96, 128), "epochs": 18, "patience": 99,
             "loss": "balanced_softmax", "color_constancy": "shades_of_gray", "clinical": True,
             "name": "ham-edge-robust"}

@@ -21,11 +21,12 @@ TINY_ARGS = ["--recipe", "demo", "--backbone", TINY["backbone"], "--input-size",
 
 
 @pytest.fixture(scope="module")
-def chain_dir(synth_root, tmp_path_factory) -> Path:
-    """Two generations (1 then 2 epochs) of two seeds each on the synthetic set."""
+def chain_dir(clinical_model, tmp_path_factory) -> Path:
+    """Two generations (1 then 2 epochs) of two seeds each on the synthetic set, with the patients'
+    context (conftest.clinical_model's CSV) and a clinical prior for every run."""
     project = tmp_path_factory.mktemp("chain")
-    proc = run_cli("chain", *TINY_ARGS, "--data", synth_root, "--generations", "1,2", "--seeds", "0,1",
-                   "--project", project, "--name", "c", check=True)
+    proc = run_cli("chain", *TINY_ARGS, "--data", clinical_model["manifest"], "--clinical", "--generations", "1,2",
+                   "--seeds", "0,1", "--project", project, "--name", "c", check=True)
     assert f"best run of the last generation (by validation): {project / 'c'}" in proc.stdout
     return project / "c"
 
@@ -43,10 +44,15 @@ def test_each_generation_is_taught_by_every_run_of_the_one_before(chain_dir):
             # One split for every run and teacher: a teacher never saw a student's val or test images.
             assert (Path(run) / "split.csv").read_bytes() == (chain_dir / "split.csv").read_bytes()
             assert score == ModelCard.load(Path(run)).metrics["val"]["balanced_accuracy"]
-        # The generation as one model, what `edgeskin ensemble` writes, scored on validation.
+            assert cfg.clinical and ModelCard.load(Path(run)).clinical is not None
+        # The generation as one model, what `edgeskin ensemble` writes, scored on validation, with a
+        # prior fitted on its own validation logits (`edgeskin prior`), ready to export.
         card = ModelCard.load(Path(gen["ensemble"]))
         assert [m["run"] for m in card.ensemble["runs"]] == gen["runs"]
         assert card.metrics["val"]["balanced_accuracy"] == gen["ensemble_val_balanced_accuracy"]
+        assert card.clinical is not None and f"{card.clinical['scale']:g}" in card.clinical["val_balanced_log_loss"]
+        assert card.clinical["val_balanced_log_loss"] != ModelCard.load(Path(gen["runs"][0])).clinical[
+            "val_balanced_log_loss"]  # the ensemble's own validation logits, not a member's
 
 
 def test_a_stopped_chain_goes_on_without_training_its_finished_runs_again(chain_dir):

@@ -10,8 +10,9 @@ where it stopped.
 Steps: 1. check the options and load the data once (bad input fails before a folder exists);
 2. one lesion-grouped split manifest for every run (teachers must not have seen a student's
 validation or test images); 3. each generation: train (or reuse, or resume) its runs, then
-average them into one model (`edgeskin ensemble`) and score it on validation, so the summary
-shows whether the students still beat their teachers; 4. chain.json after every generation.
+average them into one model (`edgeskin ensemble`, with its own clinical prior when the recipe
+fits one) and score it on validation, so the summary shows whether the students still beat
+their teachers; 4. chain.json after every generation.
 """
 
 from __future__ import annotations
@@ -104,6 +105,11 @@ def _generation(cfg: ChainConfig, chain_dir: Path, g: int, teachers: tuple[str, 
         device = configs[0].device
         built = build_ensemble(EnsembleConfig(runs=runs, project=str(chain_dir), name=f"g{g}-ensemble",
                                               exist_ok=True, bootstrap=0, device=device))
+        if configs[0].clinical:  # the members' priors do not carry over: fit the ensemble its own
+            from edgeskin.config import PriorConfig
+            from edgeskin.train.clinical import fit_run_prior
+
+            fit_run_prior(PriorConfig(run=str(built.run_dir), device=device))
         ensemble, ensemble_score = str(built.run_dir), float(built.card.metrics["val"]["balanced_accuracy"])
     return Generation(g, cfg.generations[g - 1], runs, scores, ensemble, ensemble_score)
 
