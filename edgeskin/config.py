@@ -241,6 +241,8 @@ class ChainConfig:
                      run_dir: Path) -> TrainConfig:
         """The config of one run: generation `generation` (1-based), taught by `teachers`."""
         given = {k: tuple(v) if isinstance(v, list) else v for k, v in self.overrides.items()}  # from JSON
+        if split_manifest:  # it lists the --max-images subset, one for all seeds (a run's own is per seed)
+            given["max_images"] = None
         return recipe_config(self.recipe, {**given, "epochs": self.generations[generation - 1],
                                            "seed": seed, "teacher": teachers, "split_manifest": split_manifest,
                                            "project": str(run_dir.parent), "name": run_dir.name, "exist_ok": True})

@@ -22,11 +22,11 @@ TINY_ARGS = ["--recipe", "demo", "--backbone", TINY["backbone"], "--input-size",
 
 @pytest.fixture(scope="module")
 def chain_dir(clinical_model, tmp_path_factory) -> Path:
-    """Two generations (1 then 2 epochs) of two seeds each on the synthetic set, with the patients'
-    context (conftest.clinical_model's CSV) and a clinical prior for every run."""
+    """Two generations (1 then 2 epochs) of two seeds each on 200 of the synthetic set's 240 images,
+    with the patients' context (conftest.clinical_model's CSV) and a clinical prior for every run."""
     project = tmp_path_factory.mktemp("chain")
     proc = run_cli("chain", *TINY_ARGS, "--data", clinical_model["manifest"], "--clinical", "--generations", "1,2",
-                   "--seeds", "0,1", "--project", project, "--name", "c", check=True)
+                   "--seeds", "0,1", "--max-images", "200", "--project", project, "--name", "c", check=True)
     assert f"best run of the last generation (by validation): {project / 'c'}" in proc.stdout
     return project / "c"
 
@@ -43,6 +43,8 @@ def test_each_generation_is_taught_by_every_run_of_the_one_before(chain_dir):
             assert cfg.input_size == (32, 48) and cfg.backbone == TINY["backbone"]
             # One split for every run and teacher: a teacher never saw a student's val or test images.
             assert (Path(run) / "split.csv").read_bytes() == (chain_dir / "split.csv").read_bytes()
+            # --max-images: one subset (the split's) for every seed, not each seed's own.
+            assert cfg.max_images is None
             assert score == ModelCard.load(Path(run)).metrics["val"]["balanced_accuracy"]
             assert cfg.clinical and ModelCard.load(Path(run)).clinical is not None
         # The generation as one model, what `edgeskin ensemble` writes, scored on validation, with a
@@ -53,6 +55,10 @@ def test_each_generation_is_taught_by_every_run_of_the_one_before(chain_dir):
         assert card.clinical is not None and f"{card.clinical['scale']:g}" in card.clinical["val_balanced_log_loss"]
         assert card.clinical["val_balanced_log_loss"] != ModelCard.load(Path(gen["runs"][0])).clinical[
             "val_balanced_log_loss"]  # the ensemble's own validation logits, not a member's
+        assert gen["ensemble_val_with_prior"] == card.clinical["val_balanced_accuracy"][f"{card.clinical['scale']:g}"]
+    listed = sum(1 for _ in open(chain_dir / "split.csv")) - 1  # whole lesions: about 200 of 240
+    counts = ModelCard.load(Path(gens[-1]["runs"][-1])).split.counts
+    assert 195 <= listed <= 210 and listed == sum(sum(c.values()) for c in counts.values())
 
 
 def test_a_stopped_chain_goes_on_without_training_its_finished_runs_again(chain_dir):

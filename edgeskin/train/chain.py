@@ -39,6 +39,7 @@ class Generation:
     val_balanced_accuracy: tuple[float, ...]  # each run's best validation score
     ensemble: str | None  # the runs as one model (None for one seed)
     ensemble_val_balanced_accuracy: float | None
+    ensemble_val_with_prior: float | None  # with its clinical prior (validation also picked its weight)
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,7 @@ def _generation(cfg: ChainConfig, chain_dir: Path, g: int, teachers: tuple[str, 
     configs = [cfg.train_config(g, s, teachers, manifest, chain_dir / f"g{g}-s{s}") for s in cfg.seeds]
     runs = tuple(str(p) for p in train_side_by_side(configs, cfg.parallel))
     scores = tuple(float(ModelCard.load(Path(r)).metrics["val"]["balanced_accuracy"]) for r in runs)
-    ensemble, ensemble_score = None, None
+    ensemble, ensemble_score, with_prior = None, None, None
     if len(runs) > 1:
         from edgeskin.train.ensemble import build_ensemble
 
@@ -109,17 +110,20 @@ def _generation(cfg: ChainConfig, chain_dir: Path, g: int, teachers: tuple[str, 
             from edgeskin.config import PriorConfig
             from edgeskin.train.clinical import fit_run_prior
 
-            fit_run_prior(PriorConfig(run=str(built.run_dir), device=device))
+            prior = fit_run_prior(PriorConfig(run=str(built.run_dir), device=device)).clinical
+            with_prior = float(prior["val_balanced_accuracy"][f"{prior['scale']:g}"])
         ensemble, ensemble_score = str(built.run_dir), float(built.card.metrics["val"]["balanced_accuracy"])
-    return Generation(g, cfg.generations[g - 1], runs, scores, ensemble, ensemble_score)
+    return Generation(g, cfg.generations[g - 1], runs, scores, ensemble, ensemble_score, with_prior)
 
 
 def summary_table(generations: list[Generation]) -> str:
     """Validation balanced accuracy per generation: each run, their mean, and the runs as one."""
-    lines = ["generation  epochs  val balanced accuracy per seed   mean    as one model"]
+    def fmt(v: float | None) -> str:
+        return "-" if v is None else f"{v:.3f}"
+    lines = ["generation  epochs  val balanced accuracy per seed   mean    as one model  + clinical prior"]
     for gen in generations:
         per_seed = " ".join(f"{v:.3f}" for v in gen.val_balanced_accuracy)
         mean = sum(gen.val_balanced_accuracy) / len(gen.val_balanced_accuracy)
-        one = "-" if gen.ensemble_val_balanced_accuracy is None else f"{gen.ensemble_val_balanced_accuracy:.3f}"
-        lines.append(f"{gen.index:>10}  {gen.epochs:>6}  {per_seed:<31}  {mean:.3f}  {one}")
+        lines.append(f"{gen.index:>10}  {gen.epochs:>6}  {per_seed:<31}  {mean:.3f}  "
+                     f"{fmt(gen.ensemble_val_balanced_accuracy):<12}  {fmt(gen.ensemble_val_with_prior)}")
     return "\n".join(lines)
