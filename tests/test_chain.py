@@ -105,3 +105,20 @@ def test_a_recipe_without_a_chain_names_those_that_have_one():
 def test_generations_that_are_not_numbers_are_refused():
     proc = run_cli("chain", "--recipe", "demo", "--generations", "twelve")
     assert proc.returncode == 2 and "comma-separated whole numbers" in proc.stderr
+
+
+def test_a_manifest_from_another_seeds_subset_names_the_fix(synth_root, tmp_path):
+    """What the chain avoids by hand: `train --max-images` draws a subset per seed, so seed 1 with
+    seed 0's manifest is refused, naming the fix, and the fix (no --max-images) trains on it."""
+    from dataclasses import replace
+
+    from edgeskin.train import train
+
+    base = TrainConfig(data=str(synth_root), epochs=1, max_images=200, project=str(tmp_path), **TINY)
+    first = train(replace(base, name="a")).run_dir
+    again = replace(base, name="b", seed=1, split_manifest=str(first / "split.csv"))
+    with pytest.raises(EdgeskinError, match="leave out --max-images 200: the manifest already picks the images"):
+        train(again)
+    assert not (tmp_path / "b").exists()
+    second = train(replace(again, max_images=None)).run_dir
+    assert ModelCard.load(second).split.counts == ModelCard.load(first).split.counts

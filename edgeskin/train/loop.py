@@ -72,7 +72,15 @@ def prepare_data(cfg: TrainConfig) -> tuple[LabelledImages, Split]:
     data = load_labelled(cfg.data, task, cfg.input_size, cfg.max_images, cfg.seed,
                         color_constancy=cfg.color_constancy)
     if cfg.split_manifest:
-        split, keep = read_manifest(cfg.split_manifest, data.samples, data.digests)
+        try:
+            split, keep = read_manifest(cfg.split_manifest, data.samples, data.digests)
+        except EdgeskinError as e:
+            if cfg.max_images is None:
+                raise
+            # Each --seed draws its own --max-images subset, so another seed's manifest names images
+            # this one did not load (`edgeskin chain` shares one subset for this reason).
+            raise EdgeskinError(f"{e}, and leave out --max-images {cfg.max_images}: the manifest already "
+                                f"picks the images, and --seed {cfg.seed} draws another subset") from None
         data = data.subset(keep)
     else:
         split = make_split(data.samples, data.targets, data.digests, cfg.seed, cfg.val_fraction, cfg.test_fraction)
