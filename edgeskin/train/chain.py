@@ -2,12 +2,12 @@
 
 On HAM10000 from scratch, the edge CNN's best recipe is not one run but generations of runs: one
 run per seed, then the same recipe again with every run of the generation before as its teacher
-ensemble (benchmarks/results/ham10000_ablation.md: 0.632 -> 0.650 -> 0.675 -> 0.680 balanced
-accuracy for `ham-edge-robust`'s 12, 12, 18, 18 epochs). That is ten `edgeskin train` commands
-by hand, each naming the split and three teachers; here it is one, and re-running it goes on
-where it stopped.
+ensemble (benchmarks/results/ham10000_ablation.md: 0.632 -> 0.650 -> 0.675 -> 0.680 test balanced
+accuracy for `ham-edge-robust`'s 12, 12, 18, 18 epochs). By hand that is twelve `edgeskin train`
+runs, each naming the split and three teachers; here it is one command, and re-running it goes
+on where it stopped.
 
-Steps: 1. check the options and load the data once (bad input fails before a folder exists);
+Steps: 1. check the options and the data (bad input fails before a folder exists);
 2. one lesion-grouped split manifest for every run (teachers must not have seen a student's
 validation or test images); 3. each generation: train (or reuse, or resume) its runs, then
 average them into one model (`edgeskin ensemble`, with its own clinical prior when the recipe
@@ -61,7 +61,7 @@ def run_chain(cfg: ChainConfig | None = None, resume: str | Path | None = None) 
         chain_dir, manifest = _start(cfg)
     generations: list[Generation] = []
     teachers: tuple[str, ...] = ()
-    for g, epochs in enumerate(cfg.generations, start=1):
+    for g in range(1, len(cfg.generations) + 1):
         gen = _generation(cfg, chain_dir, g, teachers, str(manifest))
         generations.append(gen)
         write_json(chain_dir / SUMMARY, {"config": asdict(cfg), "generations": [asdict(x) for x in generations]})
