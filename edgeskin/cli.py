@@ -64,16 +64,15 @@ def _resume_alone(resume: str, recipe: str | None, options: dict) -> None:
 @click.option("--resume", type=click.Path(), help="Go on with a stopped chain: finished runs are kept.")
 def chain(recipe, generations, seeds, parallel, project, name, exist_ok, resume, **options) -> None:
     """A distillation chain: one run per seed, then again with the runs before as teachers, per generation."""
-    from edgeskin.config import ChainConfig
-    from edgeskin.train.chain import run_chain
+    from edgeskin.train.chain import chain_config, run_chain
 
     overrides = {k: v for k, v in options.items() if v is not None}
     if resume:
         _resume_alone(resume, recipe, {**overrides, "generations": generations})
         result = run_chain(resume=resume)
     else:
-        result = run_chain(ChainConfig.for_recipe(recipe, generations, overrides=overrides, seeds=seeds,
-                                                  parallel=parallel, project=project, name=name, exist_ok=exist_ok))
+        result = run_chain(chain_config(recipe, generations, overrides=overrides, seeds=seeds,
+                                        parallel=parallel, project=project, name=name, exist_ok=exist_ok))
     last = result.generations[-1]
     click.echo(f"chain: {result.chain_dir}\nbest run of the last generation (by validation): {result.best_run}"
                + (f"\nits runs as one model: {last.ensemble}" if last.ensemble else "")

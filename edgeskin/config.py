@@ -208,7 +208,7 @@ class ChainConfig:
     all of the one before (edgeskin.train.chain). `overrides`: TrainConfig fields over the recipe's."""
     recipe: str | None = None
     overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
-    generations: tuple[int, ...] = ()  # epochs of each generation; () takes the recipe's CHAINS entry
+    generations: tuple[int, ...] = ()  # epochs of each generation (edgeskin.train.chain.chain_config)
     seeds: tuple[int, ...] = (0, 1, 2)
     parallel: int = 1  # a generation's runs trained side by side (on a GPU)
     project: str = "runs/chain"
@@ -225,17 +225,6 @@ class ChainConfig:
              f"--seeds {list(self.seeds)}; give distinct non-negative seeds, e.g. 0,1,2"),
             (self.parallel >= 1, f"--parallel {self.parallel}; use 1 or more runs at once"),
         ])
-
-    @classmethod
-    def for_recipe(cls, recipe: str | None, generations: tuple[int, ...] | None, **fields: Any) -> "ChainConfig":
-        """A chain with the recipe's own generations unless `generations` is given."""
-        if not generations:
-            if recipe not in CHAINS:
-                named = ", ".join(f"{k} ({','.join(map(str, v))})" for k, v in sorted(CHAINS.items()))
-                raise EdgeskinError(f"recipe {recipe!r} has no distillation chain; pass --generations (each "
-                                    f"generation's epochs, e.g. 12,12,18,18) or a recipe that has one: {named}")
-            generations = CHAINS[recipe]
-        return cls(recipe=recipe, generations=tuple(generations), **fields)
 
     def train_config(self, generation: int, seed: int, teachers: tuple[str, ...], split_manifest: str,
                      run_dir: Path) -> TrainConfig:

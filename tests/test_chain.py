@@ -13,6 +13,7 @@ from edgeskin.card import ModelCard
 from edgeskin.config import CHAINS, ChainConfig, TrainConfig
 from edgeskin.errors import EdgeskinError
 from edgeskin.fileio import sha256_file
+from edgeskin.train.chain import chain_config
 
 # The tiny run of conftest.TINY as `edgeskin chain` options.
 TINY_ARGS = ["--recipe", "demo", "--backbone", TINY["backbone"], "--input-size", "32x48",
@@ -95,11 +96,11 @@ def test_bad_options_fail_in_one_line_before_a_folder_exists(tmp_path, args, nee
 
 def test_a_recipe_without_a_chain_names_those_that_have_one():
     with pytest.raises(EdgeskinError, match="ham-edge-robust \\(12,12,18,18\\)"):
-        ChainConfig.for_recipe("demo", None)
+        chain_config("demo", None)
     with pytest.raises(EdgeskinError, match="the chain sets"):
         ChainConfig(generations=(1,), overrides={"epochs": 3})
-    assert ChainConfig.for_recipe("ham-edge-robust", None).generations == CHAINS["ham-edge-robust"]
-    assert ChainConfig.for_recipe("ham-edge-robust", (6, 6)).generations == (6, 6)
+    assert chain_config("ham-edge-robust", None).generations == CHAINS["ham-edge-robust"]
+    assert chain_config("ham-edge-robust", (6, 6)).generations == (6, 6)
 
 
 def test_generations_that_are_not_numbers_are_refused():

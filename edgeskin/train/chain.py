@@ -20,8 +20,9 @@ from __future__ import annotations
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
-from edgeskin.config import ChainConfig, EnsembleConfig
+from edgeskin.config import CHAINS, ChainConfig, EnsembleConfig
 from edgeskin.data.split import MANIFEST_FILE, write_manifest
 from edgeskin.errors import EdgeskinError
 from edgeskin.fileio import write_json
@@ -47,6 +48,17 @@ class ChainResult:
     chain_dir: Path
     generations: tuple[Generation, ...]
     best_run: Path  # the last generation's run with the best validation balanced accuracy
+
+
+def chain_config(recipe: str | None, generations: tuple[int, ...] | None, **fields: Any) -> ChainConfig:
+    """A chain with the recipe's own generations (CHAINS) unless `generations` is given."""
+    if not generations:
+        if recipe not in CHAINS:
+            named = ", ".join(f"{k} ({','.join(map(str, v))})" for k, v in sorted(CHAINS.items()))
+            raise EdgeskinError(f"recipe {recipe!r} has no distillation chain; pass --generations (each "
+                                f"generation's epochs, e.g. 12,12,18,18) or a recipe that has one: {named}")
+        generations = CHAINS[recipe]
+    return ChainConfig(recipe=recipe, generations=tuple(generations), **fields)
 
 
 def run_chain(cfg: ChainConfig | None = None, resume: str | Path | None = None) -> ChainResult:
