@@ -123,3 +123,8 @@ def test_a_manifest_from_another_seeds_subset_names_the_fix(synth_root, tmp_path
     assert not (tmp_path / "b").exists()
     second = train(replace(again, max_images=None)).run_dir
     assert ModelCard.load(second).split.counts == ModelCard.load(first).split.counts
+
+
+def test_recipes_list_shows_a_recipes_chain():
+    line = next(ln for ln in run_cli("recipes", check=True).stdout.splitlines() if ln.startswith("ham-edge-robust"))
+    assert line.endswith("[chain: 12,12,18,18 epochs]")
