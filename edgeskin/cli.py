@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from edgeskin.config import CHAIN_SETS, DEVICES, PRUNE_MODES, RECIPES
+from edgeskin.config import CHAIN_SETS, CHAINS, DEVICES, PRUNE_MODES, RECIPES
 from edge_runtime.preprocess import CONSTANCY
 
 from edgeskin.cli_options import TASK_CHOICES, TRAINING, parse_ints, parse_size, with_options
@@ -302,8 +302,6 @@ def demo(project, epochs, device) -> None:
 @cli.command()
 def recipes() -> None:
     """List the named training recipes (and the generations of a recipe's `edgeskin chain`)."""
-    from edgeskin.config import CHAINS
-
     for name, fn in sorted(RECIPES.items()):
         chain = f"  [chain: {','.join(map(str, CHAINS[name]))} epochs]" if name in CHAINS else ""
         click.echo(f"{name:20s} {(fn.__doc__ or '').strip().splitlines()[0]}{chain}")

@@ -63,7 +63,7 @@ def test_each_generation_is_taught_by_every_run_of_the_one_before(chain_dir):
 
 
 def test_a_stopped_chain_goes_on_without_training_its_finished_runs_again(chain_dir):
-    runs = sorted(chain_dir.glob("g?-s?"))
+    runs = sorted(chain_dir.glob("g?-s?")) + [chain_dir / "g1-ensemble"]  # g1's runs as one are kept too
     stamps = {r: (r / "best.pt").stat().st_mtime_ns for r in runs}
     killed = chain_dir / "g2-s1"
     sha = sha256_file(killed / "best.pt")

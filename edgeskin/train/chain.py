@@ -111,21 +111,36 @@ def _generation(cfg: ChainConfig, chain_dir: Path, g: int, teachers: tuple[str, 
     configs = [cfg.train_config(g, s, teachers, manifest, chain_dir / f"g{g}-s{s}") for s in cfg.seeds]
     runs = tuple(str(p) for p in train_side_by_side(configs, cfg.parallel))
     scores = tuple(float(ModelCard.load(Path(r)).metrics["val"]["balanced_accuracy"]) for r in runs)
-    ensemble, ensemble_score, with_prior = None, None, None
-    if len(runs) > 1:
-        from edgeskin.train.ensemble import build_ensemble
+    if len(runs) == 1:
+        return Generation(g, cfg.generations[g - 1], runs, scores, None, None, None)
+    card = _as_one(runs, chain_dir / f"g{g}-ensemble", configs[0].clinical, configs[0].device)
+    prior = card.clinical
+    with_prior = None if prior is None else float(prior["val_balanced_accuracy"][f"{prior['scale']:g}"])
+    return Generation(g, cfg.generations[g - 1], runs, scores, str(chain_dir / f"g{g}-ensemble"),
+                      float(card.metrics["val"]["balanced_accuracy"]), with_prior)
 
-        device = configs[0].device
-        built = build_ensemble(EnsembleConfig(runs=runs, project=str(chain_dir), name=f"g{g}-ensemble",
-                                              exist_ok=True, bootstrap=0, device=device))
-        if configs[0].clinical:  # the members' priors do not carry over: fit the ensemble its own
-            from edgeskin.config import PriorConfig
-            from edgeskin.train.clinical import fit_run_prior
 
-            prior = fit_run_prior(PriorConfig(run=str(built.run_dir), device=device)).clinical
-            with_prior = float(prior["val_balanced_accuracy"][f"{prior['scale']:g}"])
-        ensemble, ensemble_score = str(built.run_dir), float(built.card.metrics["val"]["balanced_accuracy"])
-    return Generation(g, cfg.generations[g - 1], runs, scores, ensemble, ensemble_score, with_prior)
+def _as_one(runs: tuple[str, ...], target: Path, clinical: bool, device: str):
+    """The generation's runs as one model (`edgeskin ensemble`), with its own clinical prior when
+    the recipe fits one (the members' do not carry over). One already written for these very
+    weights (a resumed chain) is kept: rebuilding it would give the same card."""
+    from edgeskin.card import ModelCard
+    from edgeskin.train.ensemble import build_ensemble
+
+    members = [ModelCard.load(Path(r)).weights["sha256"] for r in runs]
+    if (target / "model_card.json").is_file():
+        card = ModelCard.load(target)
+        if (card.ensemble and [m["weights_sha256"] for m in card.ensemble["runs"]] == members
+                and "val" in card.metrics and (card.clinical is not None or not clinical)):
+            return card
+    build_ensemble(EnsembleConfig(runs=runs, project=str(target.parent), name=target.name, exist_ok=True,
+                                  bootstrap=0, device=device))
+    if clinical:
+        from edgeskin.config import PriorConfig
+        from edgeskin.train.clinical import fit_run_prior
+
+        fit_run_prior(PriorConfig(run=str(target), device=device))
+    return ModelCard.load(target)
 
 
 def summary_table(generations: list[Generation]) -> str:
