@@ -1,7 +1,7 @@
 """The ablation's winning row, deployed: each seed's full-int8 .tflite, validated by `edgeskin export`,
 scored on the lesion-grouped HAM10000 test split through edge_runtime's LiteRT backend.
 
-    python benchmarks/ham10000_winner.py --row ROW [--ablation runs/ablation/ham10000] [--reuse]
+    python benchmarks/ham10000_winner.py (--row ROW [--ablation runs/ablation/ham10000] | --chain DIR) [--reuse]
                                          [--calib-images 1000] [--min-recall 0.7] [--clinical] [--ensemble]
 
 Exports `--target tflite --precision int8 --int8-from fp32 --calib-images N` (default 1000) for
@@ -13,7 +13,10 @@ each run first gets its clinical prior (`edgeskin prior`, fitted on its own spli
 carries it and the operating point is fitted with it; both sides add it from each test image's
 age, sex and body site. With --ensemble the row's seed runs become one model first
 (`edgeskin ensemble`, under ABLATION/ensembles/ROW), and that one file is exported and scored.
-Writes benchmarks/results/ham10000_winner_int8.{json,md} (with --ensemble: ham10000_ensemble_int8).
+With --chain DIR the runs are the last generation of an `edgeskin chain` folder instead of a row
+(with --ensemble, that generation's own ensemble, which the chain built).
+Writes benchmarks/results/ham10000_winner_int8.{json,md} (with --ensemble: ham10000_ensemble_int8;
+with --chain: ham10000_chain_int8 and ham10000_chain_ensemble_int8).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import argparse
 import json
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +90,47 @@ def ensemble_run(ablation: str, row: str, runs: list[Path], reuse: bool) -> Path
     return out
 
 
+@dataclass(frozen=True)
+class Picked:
+    name: str  # the row, or the chain's last generation
+    base: str  # the recipe the overrides apply to
+    overrides: dict[str, Any]
+    members: list[Path]  # the seed runs, in seed order
+    runs: dict[str, Path]  # what is exported and scored: the members, or their one ensemble
+
+
+def row_runs(ablation: str, name: str, ensemble: bool, reuse: bool) -> Picked | None:
+    table = json.loads((Path(ablation) / "ablation.json").read_text())
+    row = next((r for r in table["rows"] if r["name"] == name), None)
+    if row is None or row["post"]:
+        print(f"--row {name!r}: choose a trained row of {ablation}: "
+              f"{[r['name'] for r in table['rows'] if not r['post']]}", file=sys.stderr)
+        return None
+    runs = {seed: Path(info["run"]) for seed, info in row["per_seed"].items()}
+    members = list(runs.values())
+    if ensemble:
+        runs = {f"seeds {', '.join(runs)} as one": ensemble_run(ablation, name, members, reuse)}
+    return Picked(name, table["base"], row["overrides"], members, runs)
+
+
+def chain_runs(chain: Path, ensemble: bool) -> Picked | None:
+    summary = chain / "chain.json"
+    if not summary.is_file():
+        print(f"--chain {chain}: no chain.json there; pass a folder `edgeskin chain` wrote", file=sys.stderr)
+        return None
+    s = json.loads(summary.read_text())
+    cfg, last = s["config"], s["generations"][-1]
+    if len(s["generations"]) < len(cfg["generations"]):
+        print(f"--chain {chain}: generation {last['index']} of {len(cfg['generations'])} is the last one done; "
+              "scoring it (`edgeskin chain --resume` trains the rest)", file=sys.stderr)
+    seeds = [str(x) for x in cfg["seeds"]]
+    members = [Path(r) for r in last["runs"]]
+    runs = dict(zip(seeds, members))
+    if ensemble:
+        runs = {f"seeds {', '.join(seeds)} as one": Path(last["ensemble"])}
+    return Picked(f"{chain.name}, generation {last['index']}", cfg["recipe"], cfg["overrides"], members, runs)
+
+
 def latency(files: dict[str, Path], threads: int = 2, runs: int = 100, rounds: int = 2) -> dict[str, Any]:
     """Each file's p50 latency through edge_runtime (interpreter alone, and end to end with the CAM
     heatmap), measured in turns in this one process, so the ratios compare like with like."""
@@ -104,7 +149,9 @@ def latency(files: dict[str, Path], threads: int = 2, runs: int = 100, rounds: i
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--row", required=True)
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--row", help="a trained row of the ablation table")
+    src.add_argument("--chain", help="an `edgeskin chain` folder: its last generation's runs")
     ap.add_argument("--ablation", default="runs/ablation/ham10000")
     ap.add_argument("--reuse", action="store_true")
     ap.add_argument("--calib-images", type=int, default=1000, help="training images calibrating the int8 files")
@@ -115,16 +162,11 @@ def main() -> int:
     ap.add_argument("--ensemble", action="store_true",
                     help="the row's seeds as one model (edgeskin ensemble): one file, scored once")
     args = ap.parse_args()
-    table = json.loads((Path(args.ablation) / "ablation.json").read_text())
-    row = next((r for r in table["rows"] if r["name"] == args.row), None)
-    if row is None or row["post"]:
-        print(f"--row {args.row!r}: choose a trained row of {args.ablation}: "
-              f"{[r['name'] for r in table['rows'] if not r['post']]}", file=sys.stderr)
+    picked = chain_runs(Path(args.chain), args.ensemble) if args.chain else \
+        row_runs(args.ablation, args.row, args.ensemble, args.reuse)
+    if picked is None:
         return 2
-    runs = {seed: Path(info["run"]) for seed, info in row["per_seed"].items()}
-    if args.ensemble:
-        one = ensemble_run(args.ablation, args.row, list(runs.values()), args.reuse)
-        runs = {f"seeds {', '.join(runs)} as one": one}
+    runs = picked.runs
     seeds, int8s, fp32s = {}, [], []
     for seed, run in runs.items():
         if args.clinical and not (args.reuse and ModelCard.load(run).clinical):
@@ -146,9 +188,10 @@ def main() -> int:
         int8s.append(q)
         fp32s.append(f)
     mean = lambda key, src: float(np.mean([s[src][key] for s in seeds.values()]))  # noqa: E731
-    result = {"row": args.row, "recipe_overrides": row["overrides"], "base": table["base"], "seeds": seeds,
+    result = {"row": picked.name, "chain": args.chain, "recipe_overrides": picked.overrides, "base": picked.base,
+              "seeds": seeds,
               "calib_images": args.calib_images, "min_recall": args.min_recall, "clinical": args.clinical,
-              "ensemble": len(row["per_seed"]) if args.ensemble else None,  # networks in the one file
+              "ensemble": len(picked.members) if args.ensemble else None,  # networks in the one file
               "int8": {"balanced_accuracy": mean("balanced_accuracy", "int8"),
                        "balanced_accuracy_ci95": paired_bootstrap(int8s, 1000),
                        "mel_recall": mean("mel_recall", "int8"), "mel_auc": mean("mel_auc", "int8")},
@@ -157,10 +200,12 @@ def main() -> int:
                              "mel_recall": mean("mel_recall", "torch_fp32")},
               "size_limit_mb": SIZE_LIMIT_MB}
     if args.ensemble:  # the one file against one member's own int8 file: what the ensemble costs on a device
-        member = Path(next(iter(row["per_seed"].values()))["run"])
+        member = picked.members[0]
         result["latency"] = latency({"ensemble": Path(seeds[next(iter(seeds))]["file"]),
                                      "one member": export_int8(member, args.reuse, args.calib_images, None)})
-    out = HERE / "results" / ("ham10000_ensemble_int8" if args.ensemble else "ham10000_winner_int8")
+    out = HERE / "results" / {(False, False): "ham10000_winner_int8", (False, True): "ham10000_ensemble_int8",
+                              (True, False): "ham10000_chain_int8",
+                              (True, True): "ham10000_chain_ensemble_int8"}[(bool(args.chain), args.ensemble)]
     write_json(out.with_suffix(".json"), result)
     write_text(out.with_suffix(".md"), render(result))
     print(render(result))
@@ -170,8 +215,9 @@ def main() -> int:
 def render(r: dict) -> str:
     q, f = r["int8"], r["torch_fp32"]
     over = f"One file ({r['ensemble']} networks)" if r.get("ensemble") else f"Mean of seeds {list(r['seeds'])}"
-    what = "Ablation row `{}`, its seeds as one model (`edgeskin ensemble`)" if r.get("ensemble") else \
-        "Winning ablation row `{}`"
+    what = ("`edgeskin chain` {}" if r.get("chain") else "Ablation row `{}`") + (
+        ", its seeds as one model (`edgeskin ensemble`)" if r.get("ensemble") else "")
+    what = what if r.get("chain") or r.get("ensemble") else "Winning ablation row `{}`"
     lines = [f"# {what.format(r['row'])}: full-int8 .tflite on the HAM10000 test split", "",
              f"{over}: int8 balanced accuracy **{q['balanced_accuracy']:.3f}** "
              f"[{q['balanced_accuracy_ci95'][0]:.3f}–{q['balanced_accuracy_ci95'][1]:.3f}] "
