@@ -128,3 +128,32 @@ def test_a_manifest_from_another_seeds_subset_names_the_fix(synth_root, tmp_path
 def test_recipes_list_shows_a_recipes_chain():
     line = next(ln for ln in run_cli("recipes", check=True).stdout.splitlines() if ln.startswith("ham-edge-robust"))
     assert line.endswith("[chain: 12,12,18,18 epochs]")
+
+
+def test_the_winner_benchmark_scores_a_chains_last_generation(chain_dir, tmp_path, capsys):
+    """benchmarks/ham10000_winner.py --chain: the last generation's runs in seed order, or with
+    --ensemble the one model the chain built from them; a chain still training says so."""
+    import importlib.util
+    import shutil
+    import sys
+
+    path = Path(__file__).parents[1] / "benchmarks" / "ham10000_winner.py"
+    spec = importlib.util.spec_from_file_location("ham10000_winner_chain", path)
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = bench  # its dataclasses look their module up there
+    spec.loader.exec_module(bench)
+    gens = json.loads((chain_dir / "chain.json").read_text())["generations"]
+    picked = bench.chain_runs(chain_dir, ensemble=False)
+    assert picked.runs == {"0": Path(gens[1]["runs"][0]), "1": Path(gens[1]["runs"][1])}
+    assert (picked.base, picked.name) == ("demo", "c, generation 2")
+    one = bench.chain_runs(chain_dir, ensemble=True)
+    assert one.runs == {"seeds 0, 1 as one": Path(gens[1]["ensemble"])} and one.members == list(picked.runs.values())
+    assert "generation" not in capsys.readouterr().err
+    stopped = tmp_path / "stopped"
+    shutil.copytree(chain_dir, stopped, ignore=shutil.ignore_patterns("g*"))
+    summary = json.loads((stopped / "chain.json").read_text())
+    (stopped / "chain.json").write_text(json.dumps({**summary, "generations": summary["generations"][:1]}))
+    assert bench.chain_runs(stopped, ensemble=False).name == "stopped, generation 1"
+    assert "generation 1 of 2 is the last one done" in capsys.readouterr().err
+    assert bench.chain_runs(tmp_path / "none", ensemble=False) is None
+    assert "no chain.json there" in capsys.readouterr().err
