@@ -87,6 +87,9 @@ def test_resume_refuses_options_it_would_ignore(tmp_path):
     (["--recipe", "demo", "--generations", "2", "--seeds", "0,0"], "--seeds [0, 0]"),
     (["--recipe", "demo", "--generations", "2", "--lr", "-1"], "--lr -1.0"),
     (["--recipe", "demo", "--generations", "2", "--data", "/no/such/dir"], "/no/such/dir"),
+    # a manifest picks the images: --max-images next to it would be ignored, so it is refused
+    (["--recipe", "demo", "--generations", "2", "--split-manifest", "split.csv", "--max-images", "50"],
+     "leave out --max-images"),
 ])
 def test_bad_options_fail_in_one_line_before_a_folder_exists(tmp_path, args, needle):
     proc = run_cli("chain", *args, "--project", tmp_path / "chains")

@@ -52,6 +52,10 @@ class ChainResult:
 
 def chain_config(recipe: str | None, generations: tuple[int, ...] | None, **fields: Any) -> ChainConfig:
     """A chain with the recipe's own generations (CHAINS) unless `generations` is given."""
+    given = fields.get("overrides") or {}
+    if given.get("split_manifest") and given.get("max_images"):  # train_config would drop it silently
+        raise EdgeskinError(f"--max-images {given['max_images']} with --split-manifest: the manifest already "
+                            "picks the images, so leave out --max-images")
     if not generations:
         if recipe not in CHAINS:
             named = ", ".join(f"{k} ({','.join(map(str, v))})" for k, v in sorted(CHAINS.items()))
