@@ -263,7 +263,7 @@ def synth(out, n_images, seed, size) -> None:
 
 @cli.command()
 @click.argument("run", type=click.Path())
-@click.option("--targets", default="", help="Comma-separated, e.g. torch-fp32,tflite-int8 (default: all exported).")
+@click.option("--targets", default="", help="Comma-separated, e.g. torch-fp32,tflite-int8,mediapipe-int8 (default: all exported).")
 @click.option("--threads", default="1,4", show_default=True, help="One x86-host device profile per count.")
 @click.option("--import", "imports", multiple=True, type=click.Path(),
               help="`edge_runtime benchmark --json` output from another device (repeatable).")

@@ -98,3 +98,32 @@ def test_rows_are_scored_as_the_device_decides(exported_tiny, tmp_path):
     assert rows["onnx-fp32"]["positive_recall"] == pytest.approx(float(np.mean(pred[test.targets == k] == k)))
     assert rows["onnx-fp32"]["balanced_accuracy"] == pytest.approx(balanced_accuracy(test.targets, pred))
     assert rows["torch-fp32"]["balanced_accuracy"] == pytest.approx(balanced_accuracy(test.targets, plain))
+
+
+def test_a_mediapipe_file_is_validated_and_timed_by_mediapipe(exported_tiny, tmp_path):
+    """A MediaPipe file gets its own row: re-validated and timed through MediaPipe's ImageClassifier
+    in MediaPipe's environment. Made from the same fp32 weights, it decides as the fp32 .tflite
+    does; it has no CAM head, and MediaPipe does not time the model alone."""
+    from edgeskin.benchmark import benchmark
+    from edgeskin.config import BenchmarkConfig, ExportConfig
+    from edgeskin.export import export
+
+    run = tmp_path / "run"
+    shutil.copytree(exported_tiny["run"], run)
+    export(ExportConfig(run=str(run), target="mediapipe", precision="fp32", calib_images=64, allow_degraded=True))
+    result = benchmark(BenchmarkConfig(run=str(run), targets=("tflite-fp32", "mediapipe-fp32"), threads=(1,),
+                                       runs=3, warmup=1, cam_images=8))
+    rows = {r["target"]: r for r in json.loads((result.out_dir / "report.json").read_text())["rows"]}
+    mp, tfl = rows["mediapipe-fp32"], rows["tflite-fp32"]
+    assert mp["status"] == "validated" and mp["top1_agreement"] == 1.0
+    assert mp["balanced_accuracy"] == pytest.approx(tfl["balanced_accuracy"])
+    assert mp["auc_macro"] == pytest.approx(tfl["auc_macro"], abs=1e-3)
+    assert mp["method"]["interpreter"].startswith("MediaPipe ImageClassifier 0.10")
+    assert mp["cam_pearson"] is None and mp["p50_cam_ms"] is None and mp["throughput"] is None
+    assert 0 < mp["p50_ms"] <= mp["p90_ms"] and mp["cold_start_ms"] > mp["p50_ms"] and mp["peak_rss_mb"] > 10
+    assert "| mediapipe-fp32 | validated |" in result.markdown.read_text()
+    # Without MediaPipe's environment: one line naming the fix, before anything is measured or written.
+    before = (result.out_dir / "report.json").stat().st_mtime_ns
+    proc = run_cli("benchmark", run, "--targets", "mediapipe-fp32", env={"EDGESKIN_MEDIAPIPE_PYTHON": "/no/python"})
+    assert "MediaPipe's Python not found at /no/python" in one_line_error(proc)
+    assert (result.out_dir / "report.json").stat().st_mtime_ns == before

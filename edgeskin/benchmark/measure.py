@@ -50,6 +50,19 @@ def latency_artifact(path: Path, image: Path, threads: int, runs: int, warmup: i
     return _json_child(cmd)
 
 
+def latency_mediapipe(path: Path, image: Path, threads: int, runs: int, warmup: int, cold: bool) -> dict:
+    """A MediaPipe file timed by MediaPipe's ImageClassifier in MediaPipe's own environment (the
+    task API an Android app calls); cold start = that process from spawn to its first result."""
+    from edgeskin.export.metadata import run_tool
+
+    result = json.loads(run_tool("bench", str(path), str(image), str(threads), str(runs), str(warmup)))
+    if cold:
+        t = time.perf_counter()
+        run_tool("classify", str(path), str(image))
+        result["cold_start_ms"] = 1000 * (time.perf_counter() - t)
+    return result
+
+
 def latency_torch(run: Path, image: Path, threads: int, runs: int, warmup: int) -> dict:
     return _json_child([sys.executable, "-m", "edgeskin.benchmark.torch_bench", str(run), "--image", str(image),
                         "--threads", str(threads), "--runs", str(runs), "--warmup", str(warmup)])

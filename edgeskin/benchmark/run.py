@@ -2,9 +2,11 @@
 
 1. find the artifacts: torch fp32 eager + every exported .onnx/.tflite of the run (their card JSONs),
    and check that the tools the next steps use are installed (extras.py)
-2. re-validate each file with its real runtime on the run's split: status, balanced accuracy,
-   melanoma recall, macro AUC, ECE, top-1 agreement and CAM r against torch Grad-CAM
-3. time each file in its own process on this host, once per thread count (edge_runtime's method)
+2. re-validate each file with its real runtime on the run's split (a MediaPipe file through
+   MediaPipe's ImageClassifier): status, balanced accuracy, melanoma recall, macro AUC, ECE,
+   top-1 agreement and CAM r against torch Grad-CAM
+3. time each file in its own process on this host, once per thread count (edge_runtime's method;
+   a MediaPipe file in MediaPipe's environment, ImageClassifier.classify end to end)
 4. measure the interpreter's peak (a large 1x1 convolution) for the roofline column
 5. add rows imported from `edge_runtime benchmark --json` on other devices (matched by SHA-256,
    checked in step 1)
@@ -45,16 +47,14 @@ class BenchmarkResult:
 
 
 def _artifacts(run: Path) -> dict[str, dict]:
-    """target name (e.g. tflite-int8) -> its card JSON, for each exported file that exists.
-
-    MediaPipe files are left out: edge_runtime, which times every row, cannot run them (float
-    pixels/255 in, scores only out; no CAM); `edgeskin export` validates them instead."""
+    """target name (e.g. tflite-int8, mediapipe-int8) -> its card JSON, for each exported file
+    that exists."""
     found = {}
     for card_json in sorted((run / "export").glob("*.json")):
         described = json.loads(card_json.read_text())
         art = described.get("artifact", {})
         path = run / "export" / art.get("file", "")
-        if art.get("format") in ("onnx", "tflite") and path.is_file():
+        if art.get("format") in ("onnx", "tflite", "mediapipe") and path.is_file():
             found[f"{art['format']}-{art['precision']}"] = {**described, "path": path}
     return found
 
@@ -75,17 +75,23 @@ def _int8_from(art: dict) -> str:
 
 def _validate(art: dict, run: Path, card: ModelCard, fp32, split, cfg: BenchmarkConfig) -> dict:
     from edgeskin.export.convert import TARGETS
+    from edgeskin.export.metadata import ImageClassifierRunner
     from edgeskin.export.pipeline import _source
     from edgeskin.export.validate import validate
 
-    _, source, _ = _source(run, card, art["artifact"]["precision"], _int8_from(art), art["artifact"]["format"], fp32)
-    runner = TARGETS[art["artifact"]["format"]].runner(art["path"])
+    fmt = art["artifact"]["format"]
+    target = TARGETS[fmt]
+    _, source, _ = _source(run, card, art["artifact"]["precision"], _int8_from(art), fmt, fp32)
+    runner = ImageClassifierRunner(art["path"]) if fmt == "mediapipe" else target.runner(art["path"])
     art_card = ModelCard.from_dict(art["model_card"])
     v = validate(runner, source, fp32, split.pixels, split.targets, art_card, art["artifact"]["precision"],
-                 cfg.cam_images)
+                 cfg.cam_images, scores=target.scores,
+                 input_norm=((0.0,) * 3, (1.0,) * 3) if target.takes_unit_pixels else None)
     # Scored as the device decides: logits plus the artifact card's operating-point offsets (zeros
-    # when it has none), as edge_runtime's Classifier applies them.
-    acc = measure.accuracy(v.scores + np.asarray(art_card.offsets), split.targets, card.labels, card.positive_label)
+    # when it has none), as edge_runtime's Classifier applies them; MediaPipe's probabilities as
+    # log-probabilities, whose softmax gives them back (it cannot carry offsets: export refuses them).
+    logits = np.log(np.maximum(v.scores, 1e-12)) if target.scores == "probabilities" else v.scores
+    acc = measure.accuracy(logits + np.asarray(art_card.offsets), split.targets, card.labels, card.positive_label)
     return {"status": v.status, "failures": v.failures, "top1_agreement": v.metrics["top1_agreement"],
             "cam_pearson": v.metrics["cam_pearson_mean"], "size_mb": art["path"].stat().st_size / 1e6,
             "sha256": art["artifact"]["sha256"], "path": art["path"], **acc}
@@ -117,6 +123,10 @@ def _require_tools(card: ModelCard, targets: list[str], found: dict) -> None:
     if card.macs is None:
         require(what, "compress", ("torch_pruning",))
     arts = [found[t] for t in targets if t != TORCH]  # as _validate finds each file's source model
+    if any(a["artifact"]["format"] == "mediapipe" for a in arts):  # runs them with ImageClassifier
+        from edgeskin.export.metadata import mediapipe_python
+
+        mediapipe_python()
     if any(a["artifact"]["precision"] == "int8" and _int8_from(a) == "qat" for a in arts):
         require(f"{what} of an int8 file made from the QAT model", "compress")
 
@@ -151,13 +161,16 @@ def benchmark(cfg: BenchmarkConfig) -> BenchmarkResult:
     for threads in cfg.threads:  # Steps 3-4
         peak = measure.interpreter_peak(threads)
         for name in targets:
-            timing = (measure.latency_torch(run, image, threads, cfg.runs, cfg.warmup) if name == TORCH else
-                      measure.latency_artifact(quality[name]["path"], image, threads, cfg.runs, cfg.warmup,
-                                               cfg.cold_start))
+            if name == TORCH:
+                timing = measure.latency_torch(run, image, threads, cfg.runs, cfg.warmup)
+            else:
+                timer = measure.latency_mediapipe if name.startswith("mediapipe") else measure.latency_artifact
+                timing = timer(quality[name]["path"], image, threads, cfg.runs, cfg.warmup, cfg.cold_start)
             rows.append({"target": name, "device": f"{host}, {threads} thread{'s' * (threads > 1)}",
                          "date": datetime.date.today().isoformat(), "timing": timing, "peak": peak,
                          "representative": True})
-            print(f"edgeskin benchmark: {name} {threads} threads p50 {timing['inference']['p50_ms']:.2f} ms")
+            print(f"edgeskin benchmark: {name} {threads} threads end-to-end p50 "
+                  f"{timing['end_to_end_without_cam']['p50_ms']:.2f} ms")
     rows += [r for r in imported if r["target"] in quality]  # Step 5
     out = run / OUT_DIR
     md, plots = write_report(out, card, cfg, quality, rows)  # Step 6

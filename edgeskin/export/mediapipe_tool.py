@@ -9,6 +9,7 @@ label file the ImageClassifier task reads (1.2.2's writer is broken).
     python mediapipe_tool.py write IN OUT SPEC.json   # embed metadata (+ model_card.json)
     python mediapipe_tool.py show MODEL               # the embedded metadata as JSON
     python mediapipe_tool.py classify MODEL IMAGE...  # ImageClassifier results as JSON lines
+    python mediapipe_tool.py bench MODEL IMAGE THREADS RUNS WARMUP  # its latency as JSON
 """
 
 from __future__ import annotations
@@ -76,6 +77,48 @@ def classify(path: str, images: list[str]) -> None:
                 {"label": c.category_name, "index": c.index, "score": c.score} for c in cats]}))
 
 
+def _p50_p90(seconds: list[float]) -> dict:
+    ms = sorted(1000 * s for s in seconds)
+    pick = lambda q: ms[min(len(ms) - 1, round(q * (len(ms) - 1)))]  # noqa: E731 (nearest rank)
+    return {"p50_ms": pick(0.5), "p90_ms": pick(0.9), "p99_ms": pick(0.99), "mean_ms": sum(ms) / len(ms)}
+
+
+def bench(path: str, image: str, threads: str, runs: str, warmup: str) -> None:
+    """ImageClassifier.classify timed as edge_runtime times a file end to end (resize, normalise,
+    model, scores) on one decoded photo. MediaPipe's Python API sets no thread count, so this
+    process is pinned to THREADS cores first (Linux), before MediaPipe starts its workers."""
+    import time
+
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:int(threads)])
+    import mediapipe as mp
+    from mediapipe.tasks.python import vision
+    from mediapipe.tasks.python.core.base_options import BaseOptions
+
+    t = time.perf_counter()
+    options = vision.ImageClassifierOptions(base_options=BaseOptions(model_asset_path=path), max_results=-1)
+    with vision.ImageClassifier.create_from_options(options) as classifier:
+        load = time.perf_counter() - t
+        photo = mp.Image.create_from_file(image)
+        t = time.perf_counter()
+        classifier.classify(photo)
+        first = time.perf_counter() - t
+        for _ in range(int(warmup)):
+            classifier.classify(photo)
+        seconds = []
+        for _ in range(int(runs)):
+            t = time.perf_counter()
+            classifier.classify(photo)
+            seconds.append(time.perf_counter() - t)
+    with open("/proc/self/status") as f:  # VmHWM: this process's own peak (see edge_runtime.bench)
+        peak = next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmHWM:"))
+    print(json.dumps({"load_ms": 1000 * load, "first_inference_ms": 1000 * first, "inference": None,
+                      "end_to_end_without_cam": _p50_p90(seconds), "end_to_end_with_cam": None,
+                      "peak_rss_mb": peak, "method": {
+                          "interpreter": f"MediaPipe ImageClassifier {mp.__version__}", "delegate": "CPU",
+                          "threads": f"{threads} (cores pinned)", "warmup": int(warmup), "runs": int(runs)}}))
+
+
 if __name__ == "__main__":
     command, args = sys.argv[1], sys.argv[2:]
     if command == "write":
@@ -84,5 +127,7 @@ if __name__ == "__main__":
         show(*args)
     elif command == "classify":
         classify(args[0], args[1:])
+    elif command == "bench":
+        bench(*args)
     else:
-        sys.exit(f"unknown command {command!r}; choose write, show or classify")
+        sys.exit(f"unknown command {command!r}; choose write, show, classify or bench")

@@ -64,6 +64,31 @@ def show_metadata(path: Path) -> dict:
     return json.loads(run_tool("show", str(path)))
 
 
+class ImageClassifierRunner:
+    """Runs a MediaPipe file through MediaPipe's own ImageClassifier, as validate() runs the
+    others: NCHW pixels/255 in, (scores, None) out (no CAM). The images go in at the model's input
+    size, so MediaPipe reads the embedded normalisation and runs the file without resizing."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __call__(self, x) -> tuple:
+        import numpy as np
+        from PIL import Image
+
+        pixels = np.clip(np.rint(np.asarray(x).transpose(0, 2, 3, 1) * 255), 0, 255).astype(np.uint8)
+        with tempfile.TemporaryDirectory(prefix="edgeskin-mp-") as tmp:
+            paths = [os.path.join(tmp, f"{i}.png") for i in range(len(pixels))]
+            for p, image in zip(paths, pixels):
+                Image.fromarray(image).save(p)  # lossless: the file sees exactly these pixels
+            lines = run_tool("classify", str(self.path), *paths).splitlines()
+        scores = np.zeros((len(pixels), len(json.loads(lines[0])["categories"])), np.float32)
+        for i, line in enumerate(lines):
+            for c in json.loads(line)["categories"]:
+                scores[i, c["index"]] = c["score"]
+        return scores, None
+
+
 def read_packed(path: Path) -> dict:
     """The packed model card and labels, read with zipfile (no MediaPipe, no TensorFlow)."""
     if not zipfile.is_zipfile(path):
