@@ -18,6 +18,18 @@ SMALL_MODEL_REPORTS: list[Path] = []  # benchmark reports to show in the termina
 TINY = dict(backbone="edgeskin_cnn_s", input_size=(32, 48), batch_size=16, lr=3e-3, patience=20, device="cpu")
 
 
+def load_script(name: str, as_name: str | None = None):
+    """benchmarks/NAME.py (a script, not a package module), loaded fresh under `as_name`. It is
+    registered in sys.modules first: a dataclass looks its module up there while it is created."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(as_name or name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 def pytest_terminal_summary(terminalreporter):
     """CI's log shows the small-model benchmark table the demo test wrote."""
     for report in SMALL_MODEL_REPORTS:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TINY, one_line_error, run_cli
+from conftest import TINY, load_script, one_line_error, run_cli
 from edgeskin.card import ModelCard
 from edgeskin.config import CHAINS, ChainConfig, TrainConfig
 from edgeskin.errors import EdgeskinError
@@ -136,15 +136,9 @@ def test_recipes_list_shows_a_recipes_chain():
 def test_the_winner_benchmark_scores_a_chains_last_generation(chain_dir, tmp_path, capsys):
     """benchmarks/ham10000_winner.py --chain: the last generation's runs in seed order, or with
     --ensemble the one model the chain built from them; a chain still training says so."""
-    import importlib.util
     import shutil
-    import sys
 
-    path = Path(__file__).parents[1] / "benchmarks" / "ham10000_winner.py"
-    spec = importlib.util.spec_from_file_location("ham10000_winner_chain", path)
-    bench = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = bench  # its dataclasses look their module up there
-    spec.loader.exec_module(bench)
+    bench = load_script("ham10000_winner", "ham10000_winner_chain")
     gens = json.loads((chain_dir / "chain.json").read_text())["generations"]
     picked = bench.chain_runs(chain_dir, ensemble=False)
     assert picked.runs == {"0": Path(gens[1]["runs"][0]), "1": Path(gens[1]["runs"][1])}

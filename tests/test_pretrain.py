@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from conftest import full_killed_resumed, one_line_error, run_cli
+from conftest import full_killed_resumed, load_script, one_line_error, run_cli
 from edgeskin.config import PretrainConfig, TrainConfig, pretrain_config
 from edgeskin.data.split import read_manifest
 from edgeskin.errors import EdgeskinError
@@ -179,12 +179,5 @@ def test_ablation_resumes_a_killed_pretraining(synth_root, tmp_path):
 
 
 def _ablation_module():
-    """benchmarks/ham10000_ablation.py (a script, not a package module), loaded fresh."""
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).parents[1] / "benchmarks" / "ham10000_ablation.py"
-    spec = importlib.util.spec_from_file_location("ham10000_ablation", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    return bench
+    """benchmarks/ham10000_ablation.py, loaded fresh."""
+    return load_script("ham10000_ablation")

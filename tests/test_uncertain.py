@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from conftest import load_script
 from edgeskin.export.calibrate import MIN_IMAGES, uncertain_rates, uncertain_threshold
 
 
@@ -70,13 +71,7 @@ def test_uncertain_rates_count_what_the_device_flags():
 
 
 def test_the_winner_report_renders_flag_rates_when_nothing_or_everything_is_flagged():
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).parents[1] / "benchmarks" / "ham10000_winner.py"
-    spec = importlib.util.spec_from_file_location("ham10000_winner", path)
-    report = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(report)
+    report = load_script("ham10000_winner")
     logits = np.array([[4.0, 0, 0], [4.0, 0, 0], [1.0, 0, 0], [1.0, 0, 0]])
     cal = {"temperature": 2.0}
     every = uncertain_rates(logits, np.array([0, 1, 0, 2]), {**cal, "uncertain_below": 0.9})
