@@ -3,11 +3,12 @@
     python benchmarks/ham10000_benchmark.py [--run runs/benchmarks/ham10000-baseline] [--reuse]
 
 Needs the baseline run with its exported files (benchmarks/ham10000_export.py). Runs
-`edgeskin benchmark` on this host at 1 and 4 threads, plus the int8 file's row from the emulated
+`edgeskin benchmark` on this host at 1 and 4 threads (--targets: which files), plus the int8 file's row from the emulated
 arm64 userland when ../shared/tools is present, unless --reuse (then it summarises the report
 already in RUN/benchmark). Copies the report and plots to benchmarks/results/ham10000_benchmark/
 and writes ratios.md: int8 TFLite through edge_runtime against torch fp32 eager, same photo,
-same threads, side by side in one run.
+same threads, side by side in one run; with a MediaPipe int8 file in --targets, also MediaPipe's
+ImageClassifier against edge_runtime on the same int8 network.
 """
 
 from __future__ import annotations
@@ -56,17 +57,38 @@ def ratios(report: dict) -> list[str]:
     return lines
 
 
+def mediapipe_ratios(report: dict) -> list[str]:
+    """The int8 network through MediaPipe's ImageClassifier (float in, scores out, the Android task
+    API) against edge_runtime's full-integer file, per device of this host."""
+    pairs = []
+    for device in dict.fromkeys(r["device"] for r in report["rows"]):
+        rows = {r["target"]: r for r in report["rows"] if r["device"] == device}
+        if {"mediapipe-int8", "tflite-int8"} <= set(rows):
+            pairs.append((device, rows["mediapipe-int8"], rows["tflite-int8"]))
+    if not pairs:
+        return []
+    lines = ["", "## MediaPipe ImageClassifier against edge_runtime (the same int8 network)", "",
+             "| device | end-to-end ratio (MediaPipe p50 ÷ edge_runtime p50) | peak RSS (MediaPipe vs edge_runtime) | "
+             "cold start (MediaPipe vs edge_runtime) | bal. acc. (MediaPipe vs edge_runtime) |", "|---|---|---|---|---|"]
+    for device, m, e in pairs:
+        lines.append(f"| {device} | {m['p50_ms'] / e['p50_ms']:.2f}× ({m['p50_ms']:.2f} vs {e['p50_ms']:.2f} ms) | "
+                     f"{m['peak_rss_mb']:.0f} vs {e['peak_rss_mb']:.0f} MB | {m['cold_start_ms']:.0f} vs "
+                     f"{e['cold_start_ms']:.0f} ms | {m['balanced_accuracy']:.3f} vs {e['balanced_accuracy']:.3f} |")
+    return lines
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", default="runs/benchmarks/ham10000-baseline")
     ap.add_argument("--reuse", action="store_true")
     ap.add_argument("--out", default="ham10000_benchmark", help="folder name under benchmarks/results")
+    ap.add_argument("--targets", default=TARGETS, help="edgeskin benchmark --targets (add mediapipe-int8)")
     args = ap.parse_args()
     run = Path(args.run)
     out = HERE / "results" / args.out
     if not args.reuse:
         extra = _arm64_row(run, run / "arm64_int8.json")
-        subprocess.run([sys.executable, "-m", "edgeskin", "benchmark", str(run), "--targets", TARGETS,
+        subprocess.run([sys.executable, "-m", "edgeskin", "benchmark", str(run), "--targets", args.targets,
                         "--threads", "1,4", *extra], check=True)
     src = run / "benchmark"
     out.mkdir(parents=True, exist_ok=True)
@@ -77,7 +99,7 @@ def main() -> int:
         "# edge_runtime int8 .tflite against torch fp32 eager (HAM10000 model, this host)", "",
         "Same model, same photo, same threads, each in its own process, measured side by side in one "
         "`edgeskin benchmark` run (see report.md for the method). Ratios above 1 favour edge_runtime.", "",
-        *ratios(report), ""]))
+        *ratios(report), *mediapipe_ratios(report), ""]))
     print(f"wrote {out}")
     return 0
 

@@ -115,8 +115,9 @@ def bench(path: str, image: str, threads: str, runs: str, warmup: str) -> None:
     print(json.dumps({"load_ms": 1000 * load, "first_inference_ms": 1000 * first, "inference": None,
                       "end_to_end_without_cam": _p50_p90(seconds), "end_to_end_with_cam": None,
                       "peak_rss_mb": peak, "method": {
-                          "interpreter": f"MediaPipe ImageClassifier {mp.__version__}", "delegate": "CPU",
-                          "threads": f"{threads} (cores pinned)", "warmup": int(warmup), "runs": int(runs)}}))
+                          "interpreter": f"MediaPipe ImageClassifier {mp.__version__}",
+                          "delegate": "CPU (its Python API sets no thread count: process pinned to that many cores)",
+                          "threads": int(threads), "warmup": int(warmup), "runs": int(runs)}}))
 
 
 if __name__ == "__main__":
