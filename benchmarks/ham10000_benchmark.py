@@ -3,9 +3,9 @@
     python benchmarks/ham10000_benchmark.py [--run runs/benchmarks/ham10000-baseline] [--reuse]
 
 Needs the baseline run with its exported files (benchmarks/ham10000_export.py). Runs
-`edgeskin benchmark` on this host at 1 and 4 threads (--targets: which files), plus the int8 file's row from the emulated
-arm64 userland when ../shared/tools is present, unless --reuse (then it summarises the report
-already in RUN/benchmark). Copies the report and plots to benchmarks/results/ham10000_benchmark/
+`edgeskin benchmark` on this host at 1 and 4 threads (--targets: which files), plus the int8
+file's row from the emulated arm64 userland when ../shared/tools is present, unless --reuse (then
+it summarises the report already in RUN/benchmark). Copies the report and plots to benchmarks/results/ham10000_benchmark/
 and writes ratios.md: int8 TFLite through edge_runtime against torch fp32 eager, same photo,
 same threads, side by side in one run; with a MediaPipe int8 file in --targets, also MediaPipe's
 ImageClassifier against edge_runtime on the same int8 network.

@@ -83,6 +83,17 @@ def _p50_p90(seconds: list[float]) -> dict:
     return {"p50_ms": pick(0.5), "p90_ms": pick(0.9), "p99_ms": pick(0.99), "mean_ms": sum(ms) / len(ms)}
 
 
+def _peak_rss_mb() -> float:
+    """This process's own peak, as edge_runtime.bench measures it: VmHWM on Linux, else getrusage."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 * 1024 if sys.platform == "darwin" else 1024)
+
+
 def bench(path: str, image: str, threads: str, runs: str, warmup: str) -> None:
     """ImageClassifier.classify timed as edge_runtime times a file end to end (resize, normalise,
     model, scores) on one decoded photo. MediaPipe's Python API sets no thread count, so this
@@ -110,11 +121,9 @@ def bench(path: str, image: str, threads: str, runs: str, warmup: str) -> None:
             t = time.perf_counter()
             classifier.classify(photo)
             seconds.append(time.perf_counter() - t)
-    with open("/proc/self/status") as f:  # VmHWM: this process's own peak (see edge_runtime.bench)
-        peak = next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmHWM:"))
     print(json.dumps({"load_ms": 1000 * load, "first_inference_ms": 1000 * first, "inference": None,
                       "end_to_end_without_cam": _p50_p90(seconds), "end_to_end_with_cam": None,
-                      "peak_rss_mb": peak, "method": {
+                      "peak_rss_mb": _peak_rss_mb(), "method": {
                           "interpreter": f"MediaPipe ImageClassifier {mp.__version__}",
                           "delegate": "CPU (its Python API sets no thread count: process pinned to that many cores)",
                           "threads": int(threads), "warmup": int(warmup), "runs": int(runs)}}))
