@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import one_line_error, run_cli, run_edge
+from conftest import load_script, one_line_error, run_cli, run_edge
 
 pytest.importorskip("ai_edge_litert", reason="the export extra is not installed")
 
@@ -127,3 +127,21 @@ def test_a_mediapipe_file_is_validated_and_timed_by_mediapipe(exported_tiny, tmp
     proc = run_cli("benchmark", run, "--targets", "mediapipe-fp32", env={"EDGESKIN_MEDIAPIPE_PYTHON": "/no/python"})
     assert "MediaPipe's Python not found at /no/python" in one_line_error(proc)
     assert (result.out_dir / "report.json").stat().st_mtime_ns == before
+
+
+def test_the_real_data_script_compares_mediapipe_with_edge_runtime_per_device():
+    """benchmarks/ham10000_benchmark.py's MediaPipe table: one line per device that has both int8
+    files, ratios of MediaPipe's numbers over edge_runtime's; none when either file is missing."""
+    script = load_script("ham10000_benchmark")
+
+    def row(device, target, p50, rss, cold, ba):
+        return {"device": device, "target": target, "p50_ms": p50, "peak_rss_mb": rss, "cold_start_ms": cold,
+                "balanced_accuracy": ba}
+    rows = [row("host, 1 thread", "mediapipe-int8", 3.0, 120, 1000, 0.50),
+            row("host, 1 thread", "tflite-int8", 2.0, 60, 200, 0.51),
+            row("pi", "tflite-int8", 9.0, 60, 300, 0.51)]
+    lines = script.mediapipe_ratios({"rows": rows})
+    assert [ln for ln in lines if ln.startswith("| host")] == [
+        "| host, 1 thread | 1.50× (3.00 vs 2.00 ms) | 120 vs 60 MB | 1000 vs 200 ms | 0.500 vs 0.510 |"]
+    assert not any(ln.startswith("| pi") for ln in lines)
+    assert script.mediapipe_ratios({"rows": rows[1:]}) == []

@@ -74,7 +74,7 @@ def _int8_from(art: dict) -> str:
 
 
 def _validate(art: dict, run: Path, card: ModelCard, fp32, split, cfg: BenchmarkConfig) -> dict:
-    from edgeskin.export.convert import TARGETS
+    from edgeskin.export.convert import TARGETS, UNIT_PIXELS
     from edgeskin.export.metadata import ImageClassifierRunner
     from edgeskin.export.pipeline import _source
     from edgeskin.export.validate import validate
@@ -86,7 +86,7 @@ def _validate(art: dict, run: Path, card: ModelCard, fp32, split, cfg: Benchmark
     art_card = ModelCard.from_dict(art["model_card"])
     v = validate(runner, source, fp32, split.pixels, split.targets, art_card, art["artifact"]["precision"],
                  cfg.cam_images, scores=target.scores,
-                 input_norm=((0.0,) * 3, (1.0,) * 3) if target.takes_unit_pixels else None)
+                 input_norm=UNIT_PIXELS if target.takes_unit_pixels else None)
     # Scored as the device decides: logits plus the artifact card's operating-point offsets (zeros
     # when it has none), as edge_runtime's Classifier applies them; MediaPipe's probabilities as
     # log-probabilities, whose softmax gives them back (it cannot carry offsets: export refuses them).

@@ -23,6 +23,7 @@ from edgeskin.extras import EXTRAS
 
 OPSET = 17
 INPUT, LOGITS, CAM, SCORES = "image", "logits", "cam", "scores"
+UNIT_PIXELS = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))  # (mean, std) of a Target.takes_unit_pixels input: pixels/255
 
 
 class _Scores(nn.Module):
@@ -122,7 +123,7 @@ def torch2mediapipe(model: nn.Module, input_size: tuple[int, int], path: Path, p
     and the card's mean/std, which this graph applies itself."""
     from edgeskin.export.tflite import Calibration
 
-    unit = Calibration(calibration.pixels, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+    unit = Calibration(calibration.pixels, *UNIT_PIXELS)
     return torch2tflite(model, input_size, path, precision, unit, outputs="scores",
                         normalize=(calibration.mean, calibration.std))
 

@@ -9,7 +9,7 @@ label file the ImageClassifier task reads (1.2.2's writer is broken).
     python mediapipe_tool.py write IN OUT SPEC.json   # embed metadata (+ model_card.json)
     python mediapipe_tool.py show MODEL               # the embedded metadata as JSON
     python mediapipe_tool.py classify MODEL IMAGE...  # ImageClassifier results as JSON lines
-    python mediapipe_tool.py bench MODEL IMAGE THREADS RUNS WARMUP  # its latency as JSON
+    python mediapipe_tool.py bench MODEL IMAGE THREADS RUNS WARMUP  # classify timings as JSON
 """
 
 from __future__ import annotations
@@ -77,12 +77,6 @@ def classify(path: str, images: list[str]) -> None:
                 {"label": c.category_name, "index": c.index, "score": c.score} for c in cats]}))
 
 
-def _p50_p90(seconds: list[float]) -> dict:
-    ms = sorted(1000 * s for s in seconds)
-    pick = lambda q: ms[min(len(ms) - 1, round(q * (len(ms) - 1)))]  # noqa: E731 (nearest rank)
-    return {"p50_ms": pick(0.5), "p90_ms": pick(0.9), "p99_ms": pick(0.99), "mean_ms": sum(ms) / len(ms)}
-
-
 def _peak_rss_mb() -> float:
     """This process's own peak, as edge_runtime.bench measures it: VmHWM on Linux, else getrusage."""
     try:
@@ -121,8 +115,8 @@ def bench(path: str, image: str, threads: str, runs: str, warmup: str) -> None:
             t = time.perf_counter()
             classifier.classify(photo)
             seconds.append(time.perf_counter() - t)
-    print(json.dumps({"load_ms": 1000 * load, "first_inference_ms": 1000 * first, "inference": None,
-                      "end_to_end_without_cam": _p50_p90(seconds), "end_to_end_with_cam": None,
+    # Raw seconds: edgeskin takes their percentiles with edge_runtime's own function, as for every row.
+    print(json.dumps({"load_ms": 1000 * load, "first_inference_ms": 1000 * first, "seconds": seconds,
                       "peak_rss_mb": _peak_rss_mb(), "method": {
                           "interpreter": f"MediaPipe ImageClassifier {mp.__version__}",
                           "delegate": "CPU (its Python API sets no thread count: process pinned to that many cores)",

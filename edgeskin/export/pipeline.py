@@ -22,7 +22,7 @@ from edgeskin.card import ModelCard
 from edgeskin.config import ExportConfig
 from edgeskin.errors import EdgeskinError
 from edgeskin.evaluate.run import load_run_model, run_data
-from edgeskin.export.convert import CAM, INPUT, LOGITS, SCORES, Target, get_target
+from edgeskin.export.convert import CAM, INPUT, LOGITS, SCORES, UNIT_PIXELS, Target, get_target
 from edgeskin.export.metadata import mediapipe_python
 from edgeskin.export.validate import validate
 from edgeskin.extras import require, require_onnx2tf
@@ -170,7 +170,7 @@ def export(cfg: ExportConfig) -> ExportResult:
     with atomic_path(artifact) as tmp:  # Steps 2-3 on a temporary file
         target.convert(source, card.preprocessing.input_size, tmp, cfg.precision,
                        calibration=_calibration(data, split, card, cfg.calib_images))
-        unit = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)) if target.takes_unit_pixels else None
+        unit = UNIT_PIXELS if target.takes_unit_pixels else None
         if artifact.suffix == ".tflite":
             _embed(tmp, src_card, target.runner(tmp).roles, unit)
         runner = target.runner(tmp)
