@@ -66,7 +66,7 @@ def chain(recipe, generations, seeds, parallel, project, name, exist_ok, resume,
     """A distillation chain: one run per seed, then again with the runs before as teachers, per generation."""
     from edgeskin.train.chain import chain_config, run_chain
 
-    overrides = {k: v for k, v in options.items() if v is not None}
+    overrides = {k: v for k, v in options.items() if v is not None and v != ()}  # an unused --label-map is ()
     if resume:
         _resume_alone(resume, recipe, {**overrides, "generations": generations})
         result = run_chain(resume=resume)

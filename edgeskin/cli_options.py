@@ -36,12 +36,30 @@ def parse_size(ctx, param, value: str | None):
     return (parts[0], parts[-1])
 
 
+def parse_data(ctx, param, value: tuple[str, ...]):
+    """--data given once -> that value; several times -> a tuple of sources; never -> None."""
+    if not value:
+        return None
+    return value[0] if len(value) == 1 else tuple(value)
+
+
 # The training options `train` and `chain` share, by parameter name (chain sets CHAIN_SETS itself).
 TRAINING = {
-    "data": click.option("--data", help="HAM10000 folder, CSV manifest (path,label,...), image-folder tree, "
-                         "or 'synthetic'."),
+    "data": click.option("--data", multiple=True, callback=parse_data,
+                         help="HAM10000 folder, CSV manifest (path,label,...), image-folder tree, or 'synthetic'; "
+                         "repeat to pool sources (NAME=PATH names one)."),
     "task": click.option("--task", type=click.Choice(TASK_CHOICES),
                          help="multiclass: 7 HAM classes; binary: benign/malignant."),
+    "label_map": click.option("--label-map", multiple=True,
+                              help="SOURCE=LABEL: a diagnosis the task lacks joins a class, e.g. scc=akiec (repeat)."),
+    "holdout_source": click.option("--holdout-source", help="Leave one source out: train and validate on the "
+                                   "others, test on all of this one."),
+    "balance_source": click.option("--balance-source/--no-balance-source", default=None,
+                                   help="The sampler balances every (source, class) cell, not classes alone."),
+    "vignette_augment": click.option("--vignette-augment", type=float, help="Probability of a simulated black "
+                                     "dermoscope vignette on a training image (0 = off)."),
+    "resolution_augment": click.option("--resolution-augment", type=float, help="Probability a training image "
+                                       "is downsampled (35-100%%) and back up (0 = off)."),
     "backbone": click.option("--backbone", help="Any timm model name, or edgeskin_cnn_s / _m / _l."),
     "head": click.option("--head", type=click.Choice(HEAD_CHOICES)),
     "input_size": click.option("--input-size", callback=parse_size, help="SIZE or HEIGHTxWIDTH, e.g. 128 or 96x128."),

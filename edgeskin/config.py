@@ -6,7 +6,7 @@ import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from edge_runtime.preprocess import CONSTANCY
 from edge_runtime.site import valid_recall
@@ -57,8 +57,13 @@ def _raise_first_failed(checks: list[tuple[bool, str]]) -> None:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    data: str = "synthetic"
+    data: str | tuple[str, ...] = "synthetic"  # several: pooled sources (each image tagged with its source)
     task: str = "multiclass"
+    label_map: tuple[str, ...] = ()  # SOURCE=LABEL pairs, e.g. ("scc=akiec",): a source's extra diagnoses
+    holdout_source: str | None = None  # leave-one-source-out: train+val on the others, test on all of it
+    balance_source: bool = False  # the sampler balances (source, class) cells, not classes alone
+    vignette_augment: float = 0.0  # probability an image gets a black dermoscope vignette (every source)
+    resolution_augment: float = 0.0  # probability an image is downsampled (to 35-100%) and back up
     backbone: str = "mobilenetv3_small_100"
     head: str = "gap_linear"
     input_size: tuple[int, int] = (128, 128)  # (height, width)
@@ -112,6 +117,11 @@ class TrainConfig:
             (self.mask_guidance >= 0, f"--mask-guidance {self.mask_guidance}; use 0 (off) or a positive weight"),
             (not (self.mask_guidance and self.mixup), f"--mask-guidance {self.mask_guidance} with --mixup "
              f"{self.mixup}; a mixed image has no single lesion mask, so use one of them"),
+            (0 <= self.vignette_augment <= 1, f"--vignette-augment {self.vignette_augment}; use a probability in [0, 1]"),
+            (0 <= self.resolution_augment <= 1,
+             f"--resolution-augment {self.resolution_augment}; use a probability in [0, 1]"),
+            (not (self.balance_source and self.balance != "sampler"),
+             f"--balance-source with --balance {self.balance}; source balancing is a sampler, use --balance sampler"),
             (self.batch_size >= 2, f"--batch-size {self.batch_size}; use 2 or more (BatchNorm needs it)"),
             (0 <= self.label_smoothing < 1, f"--label-smoothing {self.label_smoothing}; use a value in [0, 1)"),
             (0 <= self.drop_rate < 1, f"--drop-rate {self.drop_rate}; use a value in [0, 1)"),
@@ -313,88 +323,7 @@ class BenchmarkConfig:
             raise EdgeskinError(f"--runs {self.runs} must be >= 1 and --warmup {self.warmup} >= 0")
 
 
-# Named recipes: each returns the TrainConfig fields it sets; explicit CLI options override them.
-RECIPES: dict[str, Callable[[], dict[str, Any]]] = {}
-
-
-def register_recipe(fn: Callable[[], dict[str, Any]]) -> Callable[[], dict[str, Any]]:
-    RECIPES[fn.__name__.replace("_", "-")] = fn
-    return fn
-
-
-@register_recipe
-def demo() -> dict[str, Any]:
-    """The README's first command: the embedded synthetic set, small CNN, about two minutes on 2 cores."""
-    return dict(data="synthetic", backbone="edgeskin_cnn_s", input_size=(96, 128), epochs=14,
-                batch_size=32, lr=3e-3, patience=6, name="demo")
-
-
-@register_recipe
-def ham_mobile() -> dict[str, Any]:
-    """HAM10000 7-class, from scratch at 128 px: the edge default (mobilenetv3_small, GAP+linear)."""
-    return dict(backbone="mobilenetv3_small_100", input_size=(128, 128), epochs=30, batch_size=64,
-                lr=2e-3, balance="sampler", balance_power=0.5, label_smoothing=0.1, name="ham-mobile")
-
-
-@register_recipe
-def ham_edge_int8() -> dict[str, Any]:
-    """ham-mobile with a plain conv-BN-ReLU backbone whose full-int8 .tflite keeps its decisions
-    (HAM10000: 0.997 top-1 agreement; MobileNetV3-Small, with or without hard-swish/SE, 0.96)."""
-    return {**ham_mobile(), "backbone": "edgeskin_cnn_m", "name": "ham-edge-int8"}
-
-
-@register_recipe
-def ham_edge_robust() -> dict[str, Any]:
-    """The HAM10000 ablation's winner on 2 CPU cores (benchmarks/results/ham10000_ablation.md):
-    ham-edge-int8's int8-exact CNN at 96x128 (the source's aspect ratio) with balanced-softmax
-    loss and shades-of-gray colour constancy, 18 epochs. The winning row is a distillation chain:
-    seeds 0-2 at --epochs 12, again at --epochs 12 with `--teacher` on those three runs, then this
-    recipe (18 epochs) twice, each time with `--teacher` on the three runs before, with the clinical
-    prior (the patient's age, sex and body site; `--no-clinical` for data that records none);
-    exported with `--min-recall 0.7` (melanoma operating point). `edgeskin chain --recipe
-    ham-edge-robust` trains that chain (CHAINS). Give it more --epochs on a GPU."""
-    return {**ham_edge_int8(), "input_size": (96, 128), "epochs": 18, "patience": 99,
-            "loss": "balanced_softmax", "color_constancy": "shades_of_gray", "clinical": True,
-            "name": "ham-edge-robust"}
-
-
-# A recipe's distillation chain (`edgeskin chain --recipe NAME`): each generation's epochs.
-CHAINS: dict[str, tuple[int, ...]] = {"ham-edge-robust": (12, 12, 18, 18)}
-
-
-@register_recipe
-def densenet121_7class() -> dict[str, Any]:
-    """The seeds' DenseNet121 7-class setup: 224 px, class-weighted loss, AdamW + cosine."""
-    return dict(backbone="densenet121", input_size=(224, 224), epochs=30, batch_size=32, lr=1e-3,
-                balance="loss", balance_power=1.0, label_smoothing=0.0, name="densenet121-7class")
-
-
-@register_recipe
-def sresnet_binary() -> dict[str, Any]:
-    """The seeds' S-ResNet binary setup: ResNet-18 + MLP head (512->128), weighted sampler,
-    label smoothing, AdamW + cosine, benign vs malignant."""
-    return dict(task="binary", backbone="resnet18", head="mlp", input_size=(128, 128), epochs=30,
-                batch_size=64, lr=1e-3, balance="sampler", balance_power=1.0, label_smoothing=0.1,
-                drop_rate=0.3, name="sresnet-binary")
-
-
-def recipe_config(recipe: str | None, overrides: dict[str, Any]) -> TrainConfig:
-    """A TrainConfig from a recipe's fields, then the options the user gave explicitly."""
-    fields: dict[str, Any] = {}
-    if recipe is not None:
-        if recipe not in RECIPES:
-            raise EdgeskinError(f"unknown recipe {recipe!r}; choose one of {sorted(RECIPES)}")
-        fields.update(RECIPES[recipe](), recipe=recipe)
-    fields.update({k: v for k, v in overrides.items() if v is not None})
-    return TrainConfig(**fields)
-
-
-def pretrain_config(recipe: str | None, overrides: dict[str, Any]) -> PretrainConfig:
-    """A PretrainConfig from the fields a training recipe shares with it (data, backbone, input
-    size, colour constancy, split), then the options the user gave explicitly."""
-    names = {f.name for f in dataclasses.fields(PretrainConfig)} - {"epochs", "batch_size", "lr", "weight_decay",
-                                                                     "max_minutes", "project", "name", "exist_ok"}
-    fields = {k: v for k, v in recipe_config(recipe, {}).to_dict().items() if k in names} if recipe else {}
-    fields.update({k: v for k, v in overrides.items() if v is not None})
-    fields["input_size"] = tuple(fields.get("input_size", PretrainConfig.input_size))
-    return PretrainConfig(**fields)
+# The recipes live in their own module; importing them here keeps `from edgeskin.config import
+# RECIPES, recipe_config` working (recipes.py imports this module only inside its functions).
+from edgeskin.recipes import (CHAINS, RECIPES, pretrain_config, recipe_config,  # noqa: E402,F401
+                              register_recipe)

@@ -11,7 +11,7 @@ from edge_runtime import preprocess as device_preprocess
 
 from edgeskin.data.images import decode_all
 from edgeskin.data.readers import DataSource, read_dataset
-from edgeskin.data.records import Sample, Task
+from edgeskin.data.records import Sample, Task, parse_label_map
 from edgeskin.errors import EdgeskinError
 
 
@@ -23,6 +23,11 @@ class LabelledImages:
     targets: np.ndarray  # class index per sample (task.labels order)
     pixels: np.ndarray  # uint8 N x H x W x 3 at the input size
     digests: tuple[str, ...]
+
+    @property
+    def sources(self) -> np.ndarray:
+        """The source name of every sample (one value for a single dataset)."""
+        return np.array([s.source for s in self.samples], dtype=object)
 
     def subset(self, keep: np.ndarray) -> "LabelledImages":
         idx = np.flatnonzero(keep) if keep.dtype == bool else keep
@@ -49,13 +54,19 @@ def _subset_by_lesion(samples: tuple[Sample, ...], targets: np.ndarray, n: int, 
     return np.array(sorted(chosen))
 
 
-def load_labelled(data: str, task: Task, size_hw: tuple[int, int], max_images: int | None = None,
+def load_labelled(data: str | tuple[str, ...], task: Task, size_hw: tuple[int, int], max_images: int | None = None,
                   seed: int = 0, require_all_classes: bool = True, progress: bool = True,
-                  color_constancy: str = "none") -> LabelledImages:
+                  color_constancy: str = "none", label_map: tuple[str, ...] = ()) -> LabelledImages:
+    """`data`: one `--data` value or several (pooled, each image tagged with its source);
+    `label_map`: SOURCE=LABEL pairs that join a source's extra diagnoses to the task's classes."""
     source = read_dataset(data)
     samples = source.samples
-    where = str(source.root)
-    targets = np.array([task.target(s.dx, f"{where} ({s.image_id})") for s in samples])
+    where = str(source.root) if source.format != "multi" else f"sources {list(source.sources)}"
+    mapping = parse_label_map(label_map)
+
+    def row(s: Sample) -> str:
+        return f"{s.source if source.format == 'multi' else where} ({s.image_id})"
+    targets = np.array([task.target(s.dx, row(s), mapping) for s in samples])
     if require_all_classes:
         counts = Counter(targets.tolist())
         empty = [lab for k, lab in enumerate(task.labels) if counts.get(k, 0) == 0]

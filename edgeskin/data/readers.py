@@ -7,14 +7,20 @@
 - Image folder tree: ROOT/<label>/<image>; each image is its own lesion (no grouping known).
 
 `--data synthetic` names the embedded default dataset (generated once, HAM layout).
+
+Several `--data` values are pooled into one dataset (multi-source training). Every image carries
+its source: `NAME=PATH` names it, else a `source` column (ISIC 2019's BCN/MSK part has one), else
+the folder's (or CSV's) name. A HAM-layout folder's `duplicates.csv` (image_id_a,image_id_b) joins
+lesions that hide under two lesion_ids and drops pairs whose labels conflict.
 """
 
 from __future__ import annotations
 
 import csv
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Sequence
 
 from edgeskin.data import synthetic
 from edgeskin.data.records import Sample
@@ -24,6 +30,7 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 HAM_COLUMNS = ("lesion_id", "image_id", "dx")
 MANIFEST_COLUMNS = ("path", "label")
 SYNTHETIC_NAME = "synthetic"
+DUPLICATES_FILE = "duplicates.csv"  # pairs of image_ids showing one picture (ISIC 2019's BCN/MSK part)
 
 
 @dataclass(frozen=True)
@@ -32,18 +39,33 @@ class DataSource:
     format: str  # "ham10000", "manifest" or "folder"
     root: Path
     synthetic: bool
+    parts: tuple[dict, ...] = field(default=())  # several sources: each one's name, format, root
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        """The source names, in first-seen order."""
+        return tuple(dict.fromkeys(s.source for s in self.samples))
 
     def describe(self) -> dict:
+        counts = {name: sum(s.source == name for s in self.samples) for name in self.sources}
         return {"format": self.format, "root": str(self.root), "synthetic": self.synthetic,
-                "source_images": len(self.samples)}
+                "source_images": len(self.samples), "sources": counts, **({"parts": list(self.parts)} if self.parts else {})}
 
 
 def default_cache_dir() -> Path:
     return Path(os.environ.get("EDGESKIN_CACHE", Path.home() / ".cache" / "edgeskin"))
 
 
-def read_dataset(data: str | os.PathLike) -> DataSource:
-    """Read any supported layout; every problem is a one-line EdgeskinError naming the file."""
+def read_dataset(data: str | os.PathLike | Sequence[str]) -> DataSource:
+    """Read any supported layout, or several pooled (a list or tuple of `--data` values); every
+    problem is a one-line EdgeskinError naming the file."""
+    if isinstance(data, (list, tuple)):
+        if len(data) == 1:
+            return read_dataset(data[0])
+        return _pool([read_dataset(d) for d in data], [str(d) for d in data])
+    name, sep, rest = str(data).partition("=")
+    if sep and name and "/" not in name and not Path(str(data)).exists():
+        return _named(read_dataset(rest), name)
     if str(data) == SYNTHETIC_NAME:
         data = synthetic.ensure_synthetic(default_cache_dir() / "datasets")
     path = Path(data).expanduser()
@@ -62,6 +84,31 @@ def read_dataset(data: str | os.PathLike) -> DataSource:
     metadata = sorted(p for p in path.glob("*metadata.csv") if p.is_file())
     source = _read_ham(metadata[0], path) if metadata else _read_folder(path)
     return _check_unique_ids(source)
+
+
+def _named(source: DataSource, name: str) -> DataSource:
+    """`--data NAME=PATH`: every image of PATH belongs to source NAME (over any `source` column)."""
+    return replace(source, samples=tuple(replace(s, source=name) for s in source.samples))
+
+
+def _pool(parts: list[DataSource], given: list[str]) -> DataSource:
+    """Several sources as one dataset. Two sources may not share a name (say NAME=PATH) or an image id."""
+    owner: dict[str, str] = {}
+    for part, arg in zip(parts, given):
+        for name in part.sources:
+            if name in owner:
+                raise EdgeskinError(f"--data {arg} and --data {owner[name]} both give source {name!r}; "
+                                    f"name them apart with --data OTHER={arg}")
+            owner[name] = arg
+    pooled = DataSource(tuple(s for p in parts for s in p.samples), "multi", parts[0].root,
+                        all(p.synthetic for p in parts),
+                        tuple({"data": arg, "format": p.format, "root": str(p.root), "sources": list(p.sources)}
+                              for p, arg in zip(parts, given)))
+    return _check_unique_ids(pooled)
+
+
+def _default_source(root: Path) -> str:
+    return SYNTHETIC_NAME if (root / synthetic.MARKER_FILE).is_file() else root.name
 
 
 def _check_unique_ids(source: DataSource) -> DataSource:
@@ -124,6 +171,7 @@ def _age(value: str) -> float | None:
 def _read_ham(csv_path: Path, root: Path) -> DataSource:
     rows = _rows(csv_path, HAM_COLUMNS)
     index = _index_images(root)
+    default = _default_source(root)
     samples = []
     for i, r in enumerate(rows, start=2):
         if not r["image_id"] or not r["dx"]:
@@ -135,9 +183,37 @@ def _read_ham(csv_path: Path, root: Path) -> DataSource:
                 "add the image or remove its row"
             )
         samples.append(Sample(img, r["image_id"], r["dx"], r["lesion_id"] or r["image_id"],
-                              _age(r.get("age", "")), r.get("sex") or None, r.get("localization") or None))
+                              _age(r.get("age", "")), r.get("sex") or None, r.get("localization") or None,
+                              r.get("source") or default))
     synth = (root / synthetic.MARKER_FILE).is_file()
+    duplicates = root / DUPLICATES_FILE
+    if duplicates.is_file():
+        samples = _join_duplicates(samples, duplicates)
     return DataSource(tuple(samples), "ham10000", root.resolve(), synth)
+
+
+def _join_duplicates(samples: list[Sample], path: Path) -> list[Sample]:
+    """One lesion_id for the lesions a duplicate pair joins (so no split can put one picture on two
+    sides); both images of a pair whose diagnoses disagree are dropped (neither label is known)."""
+    rows = _rows(path, ("image_id_a", "image_id_b"))
+    by_id = {s.image_id: s for s in samples}
+    parent = {s.lesion_id: s.lesion_id for s in samples}
+
+    def find(x: str) -> str:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+    dropped: set[str] = set()
+    for r in rows:
+        a, b = by_id.get(r["image_id_a"]), by_id.get(r["image_id_b"])
+        if a is None or b is None:
+            continue
+        if a.dx != b.dx:
+            dropped |= {a.image_id, b.image_id}
+        ra, rb = find(a.lesion_id), find(b.lesion_id)
+        parent[max(ra, rb)] = min(ra, rb)
+    return [replace(s, lesion_id=find(s.lesion_id)) for s in samples if s.image_id not in dropped]
 
 
 def _read_manifest(csv_path: Path) -> DataSource:
@@ -153,7 +229,8 @@ def _read_manifest(csv_path: Path) -> DataSource:
             raise EdgeskinError(f"image {str(img)!r} listed in {csv_path}:{i} does not exist; fix the path")
         image_id = img.stem
         samples.append(Sample(img, image_id, r["label"], r.get("lesion_id") or image_id,
-                              _age(r.get("age", "")), r.get("sex") or None, r.get("site") or None))
+                              _age(r.get("age", "")), r.get("sex") or None, r.get("site") or None,
+                              r.get("source") or csv_path.stem))
     return DataSource(tuple(samples), "manifest", csv_path.resolve(), False)
 
 
@@ -163,7 +240,7 @@ def _read_folder(root: Path) -> DataSource:
         for img in sorted(class_dir.rglob("*")):
             if img.is_file() and img.suffix.lower() in IMAGE_SUFFIXES:
                 image_id = img.relative_to(root).with_suffix("").as_posix()
-                samples.append(Sample(img, image_id, class_dir.name, image_id))
+                samples.append(Sample(img, image_id, class_dir.name, image_id, source=root.name))
     if not samples:
         raise EdgeskinError(
             f"no images found in {root}: expected a *metadata.csv (HAM10000 layout) "

@@ -23,6 +23,7 @@ class Sample:
     age: float | None = None
     sex: str | None = None
     site: str | None = None
+    source: str = ""  # the clinic/archive the image came from (a --data NAME or its `source` column)
 
 
 @dataclass(frozen=True)
@@ -33,8 +34,10 @@ class Task:
     labels: tuple[str, ...]
     positive_label: str  # the class whose sensitivity/specificity is reported
 
-    def target(self, dx: str, where: str) -> int:
-        """The class index of diagnosis `dx`; `where` names the file/row for the error message."""
+    def target(self, dx: str, where: str, label_map: dict[str, str] | None = None) -> int:
+        """The class index of diagnosis `dx` (after `label_map`, e.g. scc -> akiec); `where` names
+        the file/row for the error message."""
+        dx = (label_map or {}).get(dx, dx)
         if self.name == "binary" and dx in HAM_LABELS:
             dx = "malignant" if dx in MALIGNANT else "benign"
         try:
@@ -43,7 +46,8 @@ class Task:
             valid = list(self.labels) + (list(HAM_LABELS) if self.name == "binary" else [])
             raise EdgeskinError(
                 f"unknown label {dx!r} in {where}; task {self.name!r} accepts {valid} "
-                "(fix the label or choose another --task)"
+                f"(map it with --label-map {dx}=LABEL, e.g. --label-map scc=akiec, fix the label, "
+                "or choose another --task)"
             ) from None
 
 
@@ -57,3 +61,14 @@ def get_task(name: str) -> Task:
     if name not in TASKS:
         raise EdgeskinError(f"unknown task {name!r}; choose one of {sorted(TASKS)}")
     return TASKS[name]
+
+
+def parse_label_map(pairs: tuple[str, ...] | list[str]) -> dict[str, str]:
+    """('scc=akiec', ...) -> {'scc': 'akiec'}: how a source's extra diagnoses join the task's classes."""
+    out: dict[str, str] = {}
+    for pair in pairs:
+        src, sep, dst = (p.strip() for p in str(pair).partition("="))
+        if not sep or not src or not dst:
+            raise EdgeskinError(f"--label-map {pair!r}; write SOURCE=LABEL, e.g. --label-map scc=akiec")
+        out[src] = dst
+    return out

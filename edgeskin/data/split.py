@@ -22,6 +22,7 @@ from edgeskin.fileio import atomic_path
 SPLITS = ("train", "val", "test")
 MANIFEST_FILE = "split.csv"
 PROTOCOL = "grouped by lesion_id and identical bytes, stratified by label"
+SOURCE_PROTOCOL = "grouped by lesion_id and identical bytes, stratified by label within each source"
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,37 @@ def make_split(samples: Sequence[Sample], targets: np.ndarray, digests: Sequence
     return split
 
 
+def source_strata(targets: np.ndarray, sources: Sequence[str]) -> np.ndarray:
+    """The stratification key of a pooled dataset: the label within its source, so each source keeps
+    its own class mix on every side of the split (BCN's 34% nv is not HAM's 67%)."""
+    names = {n: i for i, n in enumerate(dict.fromkeys(sources))}
+    return np.asarray(targets) + (int(np.max(targets)) + 1) * np.array([names[n] for n in sources])
+
+
+def source_holdout_split(samples: Sequence[Sample], strata: np.ndarray, digests: Sequence[str], holdout: str,
+                         seed: int, val_fraction: float) -> Split:
+    """Leave one source out: every image of source `holdout` (widened to whole lesion groups) is the
+    test side; the other sources are split into train and val only, grouped and stratified."""
+    sources = [s.source for s in samples]
+    names = list(dict.fromkeys(sources))
+    if holdout not in names:
+        raise EdgeskinError(f"--holdout-source {holdout!r} is not a source of the data; choose one of {names}")
+    if len(names) < 2:
+        raise EdgeskinError(f"--holdout-source {holdout!r} leaves nothing to train on; pass a second --data source")
+    if not 0 < val_fraction < 0.5:
+        raise EdgeskinError(f"--val-fraction {val_fraction} is outside (0, 0.5); use e.g. 0.15")
+    held = widen_to_groups(samples, digests, np.array([n == holdout for n in sources]))
+    rest = np.flatnonzero(~held)
+    assignment = np.full(len(samples), "test", dtype=object)
+    assignment[rest] = "train"
+    groups = group_ids([samples[i] for i in rest], [digests[i] for i in rest])
+    val = _one_fold(strata[rest], groups, val_fraction, seed + 1)
+    assignment[rest[val]] = "val"
+    split = Split(tuple(assignment))
+    check_no_leak(samples, digests, split)
+    return split
+
+
 def widen_to_groups(samples: Sequence[Sample], digests: Sequence[str], mask: np.ndarray) -> np.ndarray:
     """`mask` plus every sample sharing a lesion (or identical bytes) with a masked one."""
     groups = group_ids(samples, digests)
@@ -134,9 +166,9 @@ def write_manifest(path: Path, samples: Sequence[Sample], digests: Sequence[str]
                    labels: Sequence[str], targets: np.ndarray) -> Path:
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["image_id", "split", "label", "dx", "lesion_id", "sha1", "path"])
+        w.writerow(["image_id", "split", "label", "dx", "lesion_id", "source", "sha1", "path"])
         for s, d, side, t in zip(samples, digests, split.assignment, targets):
-            w.writerow([s.image_id, side, labels[t], s.dx, s.lesion_id, d, str(s.path)])
+            w.writerow([s.image_id, side, labels[t], s.dx, s.lesion_id, s.source, d, str(s.path)])
     return path
 
 

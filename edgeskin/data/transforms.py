@@ -24,6 +24,10 @@ class Augment:
     rot90: bool = True  # dermoscopy has no "up"; for non-square inputs only 180° keeps the shape
     crop_scale: float = 0.6  # random-resized-crop minimum area (1.0 = off)
     jitter: float = 0.2  # brightness/contrast/saturation strength (0 = off); hue is jitter/4
+    # Multi-source levers (TrainConfig sets them; no preset does): the probability of a simulated
+    # black dermoscope vignette, and of a down-and-up resampling to a lower resolution.
+    vignette: float = 0.0
+    down_up: float = 0.0
 
 
 AUGMENTS = {
@@ -53,6 +57,49 @@ class RandomRot90:
         return out if len(xs) > 1 else out[0]
 
 
+def _image_only(fn, xs):
+    """Apply `fn` to the image of (image[, mask]); the lesion mask is left where it is."""
+    out = (fn(xs[0]), *xs[1:])
+    return out if len(xs) > 1 else out[0]
+
+
+class RandomVignette:
+    """With probability p, black out everything outside a centred ellipse of random size: the round
+    field of an uncropped dermoscope photo. 44% of BCN_20000's images have one, against 3% of HAM's,
+    and BCN's class mix differs, so a black border would tell the network the clinic and so the
+    class; given to every source's images at one rate, the border tells nothing. The mask is kept."""
+
+    def __init__(self, p: float, radius: tuple[float, float] = (0.9, 1.25)):
+        self.p, self.radius = p, radius
+
+    def _apply(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        r = self.radius[0] + (self.radius[1] - self.radius[0]) * float(torch.rand(()))
+        yy, xx = torch.linspace(-1, 1, h)[:, None], torch.linspace(-1, 1, w)[None, :]
+        return x * ((yy ** 2 + xx ** 2) <= r * r).to(x.dtype)
+
+    def __call__(self, *xs: torch.Tensor):
+        return _image_only(self._apply, xs) if float(torch.rand(())) < self.p else (xs if len(xs) > 1 else xs[0])
+
+
+class RandomDownUp:
+    """With probability p, resample the image down to a random 35-100% of its size and back up:
+    a lower-resolution camera. Sources differ in resolution (HAM10000 200x150, ISIC 2019's BCN/MSK
+    84x84); when every source's images are sometimes blurred, sharpness stops telling them apart."""
+
+    def __init__(self, p: float, min_scale: float = 0.35):
+        self.p, self.min_scale = p, min_scale
+
+    def _apply(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        s = self.min_scale + (1 - self.min_scale) * float(torch.rand(()))
+        small = v2.functional.resize(x, [max(4, round(h * s)), max(4, round(w * s))], antialias=True)
+        return v2.functional.resize(small, [h, w], antialias=True)
+
+    def __call__(self, *xs: torch.Tensor):
+        return _image_only(self._apply, xs) if float(torch.rand(())) < self.p else (xs if len(xs) > 1 else xs[0])
+
+
 def train_transform(aug: Augment, size_hw: tuple[int, int]) -> v2.Compose:
     ops: list = []
     if aug.crop_scale < 1.0:
@@ -63,8 +110,12 @@ def train_transform(aug: Augment, size_hw: tuple[int, int]) -> v2.Compose:
         ops += [v2.RandomHorizontalFlip(), v2.RandomVerticalFlip()]
     if aug.rot90:
         ops.append(RandomRot90())
+    if aug.down_up > 0:
+        ops.append(RandomDownUp(aug.down_up))
     if aug.jitter > 0:
         ops.append(v2.ColorJitter(aug.jitter, aug.jitter, aug.jitter, aug.jitter / 4))
+    if aug.vignette > 0:  # last: a dermoscope's black field is black whatever the lighting
+        ops.append(RandomVignette(aug.vignette))
     return v2.Compose(ops)
 
 

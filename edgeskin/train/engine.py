@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import multiprocessing
 import random
+from dataclasses import replace
 from typing import Callable
 
 import numpy as np
@@ -55,18 +56,33 @@ def class_weights(targets: np.ndarray, n_classes: int, power: float) -> np.ndarr
     return w / (w[counts > 0] * counts[counts > 0]).sum() * counts.sum()  # mean weight per image = 1
 
 
+def sample_weights(cfg: TrainConfig, targets: np.ndarray, n_classes: int, sources: np.ndarray | None = None) -> np.ndarray:
+    """Each training image's draw weight in the sampler: its class's frequency^-power or, with
+    --balance-source, its (source, class) cell's, so a small clinic's melanomas are drawn as often
+    as a big one's (every source then weighs in by the same rule as every class)."""
+    if cfg.balance_source and sources is not None:
+        from edgeskin.data.split import source_strata
+
+        keys = source_strata(targets, sources)
+        counts = np.bincount(keys)
+        w = counts[keys].astype(np.float64) ** -cfg.balance_power
+        return w / w.mean()
+    return class_weights(targets, n_classes, cfg.balance_power)[targets]
+
+
 def make_loader(cfg: TrainConfig, pixels: np.ndarray, targets: np.ndarray, n_classes: int, epoch: int,
-                masks: np.ndarray | None = None):
+                masks: np.ndarray | None = None, sources: np.ndarray | None = None):
     """The epoch's training loader, seeded from (seed, epoch) so a resumed epoch replays exactly.
     With `masks`, batches are (images, labels, lesion masks) for --mask-guidance."""
     g = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch))
-    ds = ArrayDataset(pixels, targets, train_transform(get_augment(cfg.augment), cfg.input_size), masks)
+    aug = replace(get_augment(cfg.augment), vignette=cfg.vignette_augment, down_up=cfg.resolution_augment)
+    ds = ArrayDataset(pixels, targets, train_transform(aug, cfg.input_size), masks)
     # Forked workers share the decoded images; spawned ones (the default inside a spawned process,
     # e.g. an ablation's side-by-side run) would each be sent a pickled copy of them every epoch.
     context = "fork" if cfg.workers and "fork" in multiprocessing.get_all_start_methods() else None
     common = dict(drop_last=True, num_workers=cfg.workers, generator=g, multiprocessing_context=context)
     if cfg.balance == "sampler":
-        w = class_weights(targets, n_classes, cfg.balance_power)[targets]
+        w = sample_weights(cfg, targets, n_classes, sources)
         sampler = torch.utils.data.WeightedRandomSampler(torch.as_tensor(w), len(targets), replacement=True,
                                                          generator=g)
         return torch.utils.data.DataLoader(ds, cfg.batch_size, sampler=sampler, **common)
@@ -112,7 +128,8 @@ class FocalLoss(torch.nn.Module):
         return ((1 - p_true).clamp(min=0).pow(self.gamma) * per_class.sum(1)).sum() / norm
 
 
-def make_loss(cfg: TrainConfig, targets: np.ndarray, n_classes: int, device: torch.device) -> torch.nn.Module:
+def make_loss(cfg: TrainConfig, targets: np.ndarray, n_classes: int, device: torch.device,
+              sources: np.ndarray | None = None) -> torch.nn.Module:
     weight = None
     per_class = class_weights(targets, n_classes, cfg.balance_power)
     if cfg.balance == "loss":
@@ -122,6 +139,8 @@ def make_loss(cfg: TrainConfig, targets: np.ndarray, n_classes: int, device: tor
         # reshaped the class frequencies, and correcting for the raw ones would overshoot.
         counts = np.bincount(targets, minlength=n_classes).astype(np.float64)
         seen = counts * per_class if cfg.balance != "none" else counts
+        if cfg.balance == "sampler" and cfg.balance_source and sources is not None:
+            seen = np.bincount(targets, sample_weights(cfg, targets, n_classes, sources), n_classes)
         prior = np.maximum(seen, 1e-12) / seen.sum()
         return BalancedSoftmaxLoss(torch.tensor(np.log(prior), dtype=torch.float32), weight,
                                    cfg.label_smoothing).to(device)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import edgeskin._compat  # noqa: F401  (before timm, which imports torchvision, on CPU torch)
 
+import numpy as np
 import torch
 from timm.utils import ModelEmaV3
 from tqdm.auto import tqdm
@@ -21,8 +22,9 @@ from tqdm.auto import tqdm
 from edgeskin.card import ModelCard, Preprocessing, SplitInfo
 from edgeskin.config import TrainConfig
 from edgeskin.data.bundle import LabelledImages, load_labelled
-from edgeskin.data.records import MALIGNANT, get_task
-from edgeskin.data.split import MANIFEST_FILE, PROTOCOL, Split, make_split, read_manifest, write_manifest
+from edgeskin.data.records import MALIGNANT, get_task, parse_label_map
+from edgeskin.data.split import (MANIFEST_FILE, PROTOCOL, SOURCE_PROTOCOL, Split, make_split, read_manifest,
+                                 source_holdout_split, source_strata, write_manifest)
 from edgeskin.data.transforms import channel_stats
 from edgeskin.errors import EdgeskinError
 from edgeskin.evaluate.metrics import quick_metrics
@@ -70,7 +72,7 @@ def check_options(cfg: TrainConfig) -> None:
 def prepare_data(cfg: TrainConfig) -> tuple[LabelledImages, Split]:
     task = get_task(cfg.task)
     data = load_labelled(cfg.data, task, cfg.input_size, cfg.max_images, cfg.seed,
-                        color_constancy=cfg.color_constancy)
+                         color_constancy=cfg.color_constancy, label_map=cfg.label_map)
     if cfg.split_manifest:
         try:
             split, keep = read_manifest(cfg.split_manifest, data.samples, data.digests)
@@ -82,8 +84,14 @@ def prepare_data(cfg: TrainConfig) -> tuple[LabelledImages, Split]:
             raise EdgeskinError(f"{e}, and leave out --max-images {cfg.max_images}: the manifest already "
                                 f"picks the images, and --seed {cfg.seed} draws another subset") from None
         data = data.subset(keep)
+        _check_holdout(cfg, data, split)
+    elif cfg.holdout_source:
+        split = source_holdout_split(data.samples, source_strata(data.targets, data.sources), data.digests,
+                                     cfg.holdout_source, cfg.seed, cfg.val_fraction)
     else:
-        split = make_split(data.samples, data.targets, data.digests, cfg.seed, cfg.val_fraction, cfg.test_fraction)
+        # Pooled sources: stratified by label within each source (one source: by label alone).
+        split = make_split(data.samples, source_strata(data.targets, data.sources), data.digests, cfg.seed,
+                           cfg.val_fraction, cfg.test_fraction)
     if len(split.indices("train")) == 0 or len(split.indices("val")) == 0:
         raise EdgeskinError("the split has an empty train or val side; add images or check --split-manifest")
     if cfg.clinical:
@@ -91,6 +99,16 @@ def prepare_data(cfg: TrainConfig) -> tuple[LabelledImages, Split]:
 
         check_context(cfg.data, [data.samples[i] for i in split.indices("train")])
     return data, split
+
+
+def _check_holdout(cfg: TrainConfig, data: LabelledImages, split: Split) -> None:
+    """A reused manifest with --holdout-source (a chain's later generations) must test on that source."""
+    if cfg.holdout_source:
+        trained = {data.samples[i].source for i in np.flatnonzero(np.asarray(split.assignment) != "test")}
+        if cfg.holdout_source in trained:
+            raise EdgeskinError(f"--split-manifest {cfg.split_manifest} trains or validates on source "
+                                f"{cfg.holdout_source!r}, which --holdout-source holds out; pass a manifest "
+                                "written by a run with the same --holdout-source")
 
 
 # The whole run ------------------------------------------------------------------------------
@@ -124,7 +142,7 @@ def train(cfg: TrainConfig | None = None, resume: str | Path | None = None) -> T
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scaler = make_scaler(device)
     n_classes = len(data.task.labels)
-    loss_fn = make_loss(cfg, data.targets[train_idx], n_classes, device)
+    loss_fn = make_loss(cfg, data.targets[train_idx], n_classes, device, data.sources[train_idx])
     mix = make_mixer(cfg, n_classes)
     ema = ModelEmaV3(model, decay=cfg.ema_decay, use_warmup=True) if cfg.ema_decay else None
     distill = _distiller(cfg, data, split, mean_t, std_t, device)
@@ -151,7 +169,8 @@ def train(cfg: TrainConfig | None = None, resume: str | Path | None = None) -> T
     while state["epoch"] < state["planned_epochs"]:
         epoch, t0 = state["epoch"], time.time()
         seed_everything(epoch_seed(cfg.seed, epoch))
-        loader = make_loader(cfg, data.pixels[train_idx], data.targets[train_idx], n_classes, epoch, masks)
+        loader = make_loader(cfg, data.pixels[train_idx], data.targets[train_idx], n_classes, epoch, masks,
+                             data.sources[train_idx])
         steps, warmup = len(loader), int(cfg.warmup_epochs * len(loader))
         model.train()
         step = [epoch * steps]  # the EMA warm-up counts optimizer steps across epochs (and resumes)
@@ -232,9 +251,9 @@ def _write_card(cfg, run_dir, data, split, model, mean, std, state, hardware: st
         preprocessing=Preprocessing(input_size=tuple(cfg.input_size), mean=mean, std=std,
                                     color_constancy=cfg.color_constancy),
         backbone=cfg.backbone, head=cfg.head, cam_layer=CAM_LAYER, num_params=count_params(model),
-        split=SplitInfo(PROTOCOL, cfg.seed, cfg.val_fraction, cfg.test_fraction, MANIFEST_FILE,
+        split=SplitInfo(_protocol(cfg, data), cfg.seed, cfg.val_fraction, cfg.test_fraction, MANIFEST_FILE,
                         split.counts(data.targets, data.task.labels)),
-        data=data.source.describe(), weights={"file": ckpt.BEST, "sha256": sha256_file(run_dir / ckpt.BEST)},
+        data=_data_record(cfg, data), weights={"file": ckpt.BEST, "sha256": sha256_file(run_dir / ckpt.BEST)},
         recipe=cfg.recipe,
         metrics={"val": {k[4:]: v for k, v in best.items() if k.startswith("val_")},
                  "best_epoch": state["best_epoch"], "epochs_run": state["epoch"],
@@ -242,3 +261,18 @@ def _write_card(cfg, run_dir, data, split, model, mean, std, state, hardware: st
     )
     card.save(run_dir)
     return card
+
+
+def _protocol(cfg: TrainConfig, data: LabelledImages) -> str:
+    protocol = SOURCE_PROTOCOL if len(data.source.sources) > 1 else PROTOCOL
+    return protocol + (f"; test = all of source {cfg.holdout_source} (leave-one-source-out)"
+                       if cfg.holdout_source else "")
+
+
+def _data_record(cfg: TrainConfig, data: LabelledImages) -> dict:
+    """The card's `data`: where the images came from, per source, and how labels and borders were
+    handled. The vignette and resolution augmentations act in training only: the device resizes the
+    whole photo to the input size and does nothing else."""
+    return {**data.source.describe(), "label_map": dict(parse_label_map(cfg.label_map)),
+            "holdout_source": cfg.holdout_source, "balance_source": cfg.balance_source,
+            "vignette_augment": cfg.vignette_augment, "resolution_augment": cfg.resolution_augment}
