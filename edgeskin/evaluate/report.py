@@ -80,12 +80,13 @@ def plot_roc(y_true: np.ndarray, probs: np.ndarray, labels: Sequence[str], path:
 
 
 def write_report(out_dir: Path, metrics: dict[str, Any], y_true: np.ndarray, probs: np.ndarray,
-                 labels: Sequence[str], title: str, baseline: dict[str, Any] | None = None) -> dict[str, Path]:
+                 labels: Sequence[str], title: str, baseline: dict[str, Any] | None = None,
+                 extra_markdown: str = "") -> dict[str, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"json": out_dir / "metrics.json", "markdown": out_dir / "report.md",
              "confusion": out_dir / "confusion_matrix.png", "roc": out_dir / "roc.png"}
     write_json(paths["json"], {**metrics, "baseline_majority": baseline})
-    write_text(paths["markdown"], markdown(metrics, title, baseline))
+    write_text(paths["markdown"], markdown(metrics, title, baseline) + (f"\n{extra_markdown}" if extra_markdown else ""))
     plot_confusion(metrics["confusion_matrix"], labels, paths["confusion"])
     plot_roc(y_true, probs, labels, paths["roc"])
     return paths

@@ -19,6 +19,7 @@ from edgeskin.data.bundle import LabelledImages, load_labelled
 from edgeskin.data.records import get_task
 from edgeskin.data.split import SPLITS, Split, read_manifest
 from edgeskin.errors import EdgeskinError
+from edgeskin.evaluate.deploy import deployment_figures, markdown as deploy_markdown, per_source_figures
 from edgeskin.evaluate.metrics import classification_metrics
 from edgeskin.evaluate.report import write_report
 from edgeskin.models import model_for_card
@@ -47,9 +48,15 @@ def run_data(run_dir: Path, card: ModelCard, constancy: bool = True) -> tuple[La
     tcfg = TrainConfig.load(run_dir / ckpt.CONFIG)
     data = load_labelled(tcfg.data, get_task(card.task), card.preprocessing.input_size, tcfg.max_images,
                          tcfg.seed, require_all_classes=False,
-                         color_constancy=card.preprocessing.color_constancy if constancy else "none")
+                         color_constancy=card.preprocessing.color_constancy if constancy else "none",
+                         label_map=tcfg.label_map)
     split, keep = read_manifest(run_dir / card.split.manifest, data.samples, data.digests)
     return data.subset(keep), split
+
+
+def card_label_map(card: ModelCard) -> tuple[str, ...]:
+    """The SOURCE=LABEL pairs the run trained with, so external data is labelled the same way."""
+    return tuple(f"{k}={v}" for k, v in (card.data.get("label_map") or {}).items())
 
 
 def _majority_baseline(card: ModelCard, y: np.ndarray) -> dict[str, Any]:
@@ -76,7 +83,7 @@ def evaluate(cfg: EvalConfig) -> EvalResult:
         name, title = cfg.split, f"{cfg.split} split of the run's data"
     else:
         data = load_labelled(cfg.data, task, size, require_all_classes=False,
-                             color_constancy=card.preprocessing.color_constancy)
+                             color_constancy=card.preprocessing.color_constancy, label_map=card_label_map(card))
         name, title = f"external-{Path(cfg.data).name}", f"external data {cfg.data}"
     if len(data.targets) == 0:
         raise EdgeskinError(f"no images to evaluate in {name}; check --split or --data")
@@ -91,12 +98,19 @@ def evaluate(cfg: EvalConfig) -> EvalResult:
         title += " + clinical prior"
     probs = softmax(logits)
     metrics = classification_metrics(data.targets, probs, card.labels, card.positive_label, cfg.bootstrap)
+    metrics["deployment"] = deployment_figures(data.targets, logits, card.labels, card.positive_label, card.offsets)
+    if len(set(data.sources)) > 1:
+        metrics["per_source"] = per_source_figures(data.targets, logits, data.sources, card.labels,
+                                                   card.positive_label, card.offsets)
     baseline = _majority_baseline(card, data.targets)
     out_dir = run_dir / "eval" / name
     files = write_report(out_dir, metrics, data.targets, probs, card.labels,
-                         f"{card.backbone} ({card.task}) on the {title}", baseline)
+                         f"{card.backbone} ({card.task}) on the {title}", baseline,
+                         deploy_markdown(metrics["deployment"], metrics.get("per_source"), card.positive_label))
     summary = {k: metrics[k] for k in ("n", "balanced_accuracy", "auc_macro", "ece")}
     summary.update(positive_sensitivity=metrics["positive"]["sensitivity"], ci95=metrics.get("ci95"),
-                   per_class_recall={k: v["recall"] for k, v in metrics["per_class"].items()})
+                   per_class_recall={k: v["recall"] for k, v in metrics["per_class"].items()},
+                   deployment=metrics["deployment"], **({"per_source": metrics["per_source"]}
+                                                       if "per_source" in metrics else {}))
     card.replace(metrics={**card.metrics, name: summary}).save(run_dir)
     return EvalResult(out_dir, metrics, files)
