@@ -173,3 +173,33 @@ def test_benchmark_reports_method_latency_memory_and_accuracy(exported_tiny, pho
                if any(y == k for _, y in photos)]
     assert r["accuracy"]["n"] == len(photos)
     assert r["accuracy"]["balanced_accuracy"] == pytest.approx(np.mean(recalls))
+
+
+def test_benchmark_accuracy_gives_melanoma_figures(exported_tiny, photos, tmp_path):
+    """`edge_runtime benchmark --data` on a set with only some classes: the positive class's AUC
+    (numpy's rank statistic, equal to scikit-learn's) and sensitivity/specificity at the decision."""
+    from sklearn.metrics import roc_auc_score
+
+    from edge_runtime.bench import accuracy, labelled_images, rank_auc
+    from edge_runtime.preprocess import open_rgb
+
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        is_pos = rng.random(30) < 0.4
+        score = np.round(rng.normal(size=30) + is_pos, 1)  # rounded: ties happen
+        if 0 < is_pos.sum() < 30:
+            assert rank_auc(is_pos, score) == pytest.approx(roc_auc_score(is_pos, score))
+    assert rank_auc(np.ones(3, bool), np.zeros(3)) is None
+    clf = Classifier.load(exported_tiny["tflite_int8"])
+    with open(tmp_path / "two.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "label"])
+        w.writerows([(str(p), "mel" if i % 2 else "nv") for i, (p, _) in enumerate(photos)])
+    data = tmp_path / "two.csv"
+    a = accuracy(clf, labelled_images(data), data)
+    assert set(a["recall"]) == {"mel", "nv"} and a["positive"]["label"] == "mel"
+    pos = a["positive"]
+    scores = np.stack([clf.infer(open_rgb(p), False)[0] for p, _ in photos])
+    y = np.array([i % 2 == 1 for i in range(len(photos))])
+    assert pos["sensitivity"] == pytest.approx(np.mean(scores[y].argmax(1) == clf.artifact.labels.index("mel")))
+    assert pos["auc"] is None or 0 <= pos["auc"] <= 1

@@ -109,13 +109,42 @@ def label_indices(clf: Classifier, items: list[LabelledPhoto], data: Path) -> np
     return np.array([labels.index(it.label) for it in items])
 
 
+def rank_auc(is_pos: np.ndarray, score: np.ndarray) -> float | None:
+    """ROC AUC as the Mann-Whitney statistic (ties count half); numpy only, as on the device.
+    None when the set has no positives or no negatives."""
+    n_pos, n_neg = int(is_pos.sum()), int((~is_pos).sum())
+    if not n_pos or not n_neg:
+        return None
+    order = np.argsort(score, kind="mergesort")
+    ranks = np.empty(len(score))
+    sorted_scores = score[order]
+    starts = np.r_[0, np.flatnonzero(np.diff(sorted_scores)) + 1]
+    ends = np.r_[starts[1:], len(score)]
+    for a, b in zip(starts, ends):  # average rank within each run of ties
+        ranks[order[a:b]] = (a + b + 1) / 2
+    return float((ranks[is_pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
 def accuracy(clf: Classifier, items: list[LabelledPhoto], data: Path) -> dict:
+    """Balanced accuracy over the classes the set has (it may hold only some, e.g. mel and nv), and
+    for the card's positive class (melanoma) its AUC against the rest and its sensitivity and
+    specificity at the card's operating point: the figures a clinic asks for before deploying."""
     labels = clf.artifact.labels
     y = label_indices(clf, items, data)
-    pred = np.array([int(np.argmax(clf.infer(open_rgb(it.path), False, it.context)[0])) for it in items])
+    scores = np.stack([clf.infer(open_rgb(it.path), False, it.context)[0] for it in items])
+    pred = scores.argmax(1)
     recall = {labels[k]: float(np.mean(pred[y == k] == k)) for k in range(len(labels)) if (y == k).any()}
-    return {"n": len(items), "balanced_accuracy": float(np.mean(list(recall.values()))), "recall": recall,
-            "clinical_context": clf.clinical is not None and any(it.context is not None for it in items)}
+    out = {"n": len(items), "balanced_accuracy": float(np.mean(list(recall.values()))), "recall": recall,
+           "clinical_context": clf.clinical is not None and any(it.context is not None for it in items)}
+    positive = clf.artifact.card.get("positive_label")
+    if positive in labels:
+        k, is_pos = labels.index(positive), y == labels.index(positive)
+        z = scores - scores.max(1, keepdims=True)
+        p = np.exp(z) / np.exp(z).sum(1, keepdims=True)
+        out["positive"] = {"label": positive, "auc": rank_auc(is_pos, p[:, k]),
+                           "sensitivity": float(np.mean(pred[is_pos] == k)) if is_pos.any() else None,
+                           "specificity": float(np.mean(pred[~is_pos] != k)) if (~is_pos).any() else None}
+    return out
 
 
 def cold_start(model: Path, image: Path, threads: int, site: Path | None = None) -> dict:

@@ -74,6 +74,11 @@ def _benchmark(args) -> None:
         a = r["accuracy"]
         print(f"  balanced accuracy {a['balanced_accuracy']:.3f} on {a['n']} images; recall "
               + ", ".join(f"{k} {v:.2f}" for k, v in a["recall"].items()))
+        pos = a.get("positive") or {}
+        if pos:
+            fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
+            print(f"  {pos['label']} vs rest: AUC {fmt(pos['auc'])}, sensitivity {fmt(pos['sensitivity'])}, "
+                  f"specificity {fmt(pos['specificity'])} (at the card's operating point)")
 
 
 def _serve(args) -> None:
