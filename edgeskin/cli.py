@@ -10,7 +10,7 @@ import click
 from edgeskin.config import CHAIN_SETS, CHAINS, DEVICES, PRUNE_MODES, RECIPES
 from edge_runtime.preprocess import CONSTANCY
 
-from edgeskin.cli_options import TASK_CHOICES, TRAINING, parse_ints, parse_size, with_options
+from edgeskin.cli_options import TASK_CHOICES, TRAINING, parse_data, parse_ints, parse_size, with_options
 from edgeskin.errors import EdgeskinError
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -82,8 +82,11 @@ def chain(recipe, generations, seeds, parallel, project, name, exist_ok, resume,
 @cli.command()
 @click.option("--recipe", type=click.Choice(sorted(RECIPES)),
               help="Take data, backbone, input size, colour constancy and split from this training recipe.")
-@click.option("--data", help="The training data (as for `edgeskin train`); only its train side is read.")
+@click.option("--data", multiple=True, callback=parse_data,
+              help="The training data (as for `edgeskin train`, repeat for sources); only its train side is read.")
 @click.option("--task", type=click.Choice(TASK_CHOICES), help="Decides the split, as in `edgeskin train`.")
+@click.option("--label-map", multiple=True, help="SOURCE=LABEL, as in `edgeskin train`.")
+@click.option("--holdout-source", help="The source `edgeskin train` will hold out (kept out of pre-training).")
 @click.option("--backbone", help="Any timm model name, or edgeskin_cnn_s / _m / _l.")
 @click.option("--input-size", callback=parse_size, help="SIZE or HEIGHTxWIDTH, e.g. 128 or 96x128.")
 @click.option("--color-constancy", type=click.Choice(CONSTANCY))
@@ -110,6 +113,7 @@ def pretrain(resume, recipe, **options) -> None:
     from edgeskin.config import pretrain_config
     from edgeskin.train.pretrain import pretrain as run_pretrain
 
+    options = {k: (None if v == () else v) for k, v in options.items()}  # an unused --label-map is ()
     if resume:
         _resume_alone(resume, recipe, options)
         result = run_pretrain(resume=resume)

@@ -143,9 +143,12 @@ class TrainConfig:
 class PretrainConfig:
     """`edgeskin pretrain`: SimCLR on the train side of the split (edgeskin.train.pretrain). The
     data, backbone, input size, colour constancy and split fields mean what they mean in
-    TrainConfig, and must match the `edgeskin train` run that starts from the weights."""
-    data: str = "synthetic"
+    TrainConfig, and must match the `edgeskin train` run that starts from the weights (several
+    sources, label map and held-out source included)."""
+    data: str | tuple[str, ...] = "synthetic"
     task: str = "multiclass"
+    label_map: tuple[str, ...] = ()
+    holdout_source: str | None = None
     backbone: str = "mobilenetv3_small_100"
     input_size: tuple[int, int] = (128, 128)
     color_constancy: str = "none"

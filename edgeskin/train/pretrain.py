@@ -134,7 +134,7 @@ def pretrain(cfg: PretrainConfig | None = None, resume: str | Path | None = None
     # Step 1: the same images and split `edgeskin train` would use with these fields.
     data, split = prepare_data(TrainConfig(
         data=cfg.data, task=cfg.task, input_size=cfg.input_size, color_constancy=cfg.color_constancy,
-        seed=cfg.seed, val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction,
+        label_map=cfg.label_map, holdout_source=cfg.holdout_source, seed=cfg.seed, val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction,
         split_manifest=cfg.split_manifest, max_images=cfg.max_images))
     train_idx, val_idx = split.indices("train"), split.indices("val")
     if len(train_idx) < cfg.batch_size:
