@@ -1,0 +1,276 @@
+"""Several clinics, judged on the clinic a model has never seen: leave-one-source-out on HAM10000
+(Vienna, Queensland) + ISIC 2019's BCN_20000 (Barcelona) and MSK (New York) part.
+
+    python benchmarks/multisource.py [--ham ../shared/data/HAM10000] [--isic ../shared/data/ISIC2019_BCN_MSK]
+                                     [--rows ham-only,all-sources,...] [--seeds 0] [--epochs 8] [--holdouts MSK,...]
+                                     [--out runs/multisource] [--winner ROW] [--no-export] [--merge]
+
+Steps:
+1. Every row is one recipe (`multi-source` plus the row's overrides). A row trained on several
+   sources gets one run per held-out source and seed (`--holdout-source S`: train and validate on
+   the others, test on all of S). The `ham-only` row trains once per seed on HAM10000's own
+   lesion-grouped split and is tested on HAM's test side and on all of BCN and of MSK.
+2. Each (row, held-out source) is scored on the held-out images: balanced accuracy over the classes
+   that source has (seed mean, bootstrap 95% CI), melanoma-vs-rest AUC and melanoma recall.
+3. The winner is the multi-source row with the best mean validation balanced accuracy (validation
+   only: the held-out sources never choose). It is trained once more on all three sources (a
+   lesion-grouped split stratified by label within each source), exported to a full-int8 .tflite
+   by `edgeskin export` (validated there, with a melanoma operating point fitted on validation),
+   and that file is scored with LiteRT on HAM10000's test side; its held-out melanoma AUCs come from
+   the winner's leave-one-source-out runs, each exported to int8 the same way.
+Runs are reused when finished and resumed when killed. Writes benchmarks/results/multisource/
+report.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeskin.card import ModelCard
+from edgeskin.config import recipe_config
+from edgeskin.data.bundle import load_labelled
+from edgeskin.data.records import get_task
+from edgeskin.evaluate.deploy import deployment_figures
+from edgeskin.evaluate.metrics import balanced_accuracy
+from edgeskin.evaluate.run import card_label_map, load_run_model, run_data
+from edgeskin.export.pipeline import artifact_name
+from edgeskin.fileio import write_json, write_text
+from edgeskin.predict import predict_logits, resolve_device
+from edgeskin.train.reuse import train_or_reuse
+
+HERE = Path(__file__).resolve().parent
+OUT = HERE / "results" / "multisource"
+SOURCES = ("HAM10000", "BCN", "MSK")
+RECIPE = "multi-source"
+MIN_RECALL = 0.75  # the winner file's melanoma operating point (validation recall)
+
+
+@dataclass(frozen=True)
+class Row:
+    overrides: dict[str, Any]
+    train_sources: tuple[str, ...] = SOURCES
+    note: str = ""
+
+
+ROWS = {
+    "ham-only": Row({"vignette_augment": 0.0}, ("HAM10000",), "HAM10000 alone, at the same input size"),
+    "all-sources": Row({"vignette_augment": 0.0}, note="the three sources pooled, nothing else"),
+    "all-sources+vignette": Row({}, note="+ a simulated black vignette on half the images (the recipe)"),
+    "all-sources+vignette+resolution": Row({"resolution_augment": 0.5}, note="+ random down-and-up sampling"),
+    "all-sources+vignette+source-balanced": Row({"balance_source": True}, note="+ (source, class)-balanced sampler"),
+}
+
+
+def run_config(args, row: str, seed: int, holdout: str | None):
+    r = ROWS[row]
+    data = tuple(d for d, names in ((f"HAM10000={args.ham}", ("HAM10000",)), (args.isic, ("BCN", "MSK")))
+                 if set(names) & set(r.train_sources) or holdout in names)
+    name = f"{row}-{'pooled' if holdout is None else 'no-' + holdout}-s{seed}"
+    return recipe_config(RECIPE, {**r.overrides, "data": data if len(data) > 1 else data[0], "seed": seed,
+                                  "holdout_source": holdout, "epochs": args.epochs, "project": args.out,
+                                  "name": name, "exist_ok": True})
+
+
+def logits_on(run: Path, external: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(labels, logits, sources) of the run's test side, or of all of `external`."""
+    card = ModelCard.load(run)
+    device = resolve_device("auto")
+    if external is None:
+        data, split = run_data(run, card)
+        data = data.subset(split.indices("test"))
+    else:
+        data = load_labelled(external, get_task(card.task), card.preprocessing.input_size, require_all_classes=False,
+                             progress=False, color_constancy=card.preprocessing.color_constancy,
+                             label_map=card_label_map(card))
+    logits = predict_logits(load_run_model(run, card, device), data.pixels, card.preprocessing.mean,
+                            card.preprocessing.std, device)
+    return data.targets, logits, data.sources
+
+
+def summarise(y: np.ndarray, per_seed: list[np.ndarray], labels, n_boot: int = 1000) -> dict[str, Any]:
+    """Seed-mean figures on one test set, with a bootstrap 95% CI of the seed-mean balanced accuracy."""
+    figs = [deployment_figures(y, lg, labels, "mel") for lg in per_seed]
+    preds = [lg.argmax(1) for lg in per_seed]
+    rng = np.random.default_rng(0)
+    boot = []
+    for _ in range(n_boot):
+        idx = rng.integers(0, len(y), len(y))
+        boot.append(np.mean([balanced_accuracy(y[idx], p[idx]) for p in preds]))
+    mean = lambda key: float(np.mean([f[key] for f in figs])) if all(f[key] is not None for f in figs) else None  # noqa: E731
+    return {"n": int(len(y)), "classes": figs[0]["classes_present"],
+            "balanced_accuracy": mean("balanced_accuracy_present"),
+            "balanced_accuracy_ci95": [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))],
+            "balanced_accuracy_restricted": mean("balanced_accuracy_restricted"),
+            "per_seed": [round(f["balanced_accuracy_present"], 4) for f in figs],
+            "mel_auc": mean("mel_auc"), "mel_recall": mean("mel_sensitivity"), "mel_specificity": mean("mel_specificity"),
+            "recall": {k: float(np.mean([f["recall_present"][k] for f in figs])) for k in figs[0]["recall_present"]}}
+
+
+def score_row(args, row: str) -> list[dict[str, Any]]:
+    """Step 1-2 for one row: its runs (trained or reused) and one entry per held-out source."""
+    r, labels, out = ROWS[row], get_task("multiclass").labels, []
+    if len(r.train_sources) == 1:  # one run per seed, tested on its own test side and every other source
+        runs = [train_or_reuse(run_config(args, row, s, None)) for s in args.seeds]
+        found: dict[str, tuple[np.ndarray, list[np.ndarray]]] = {}
+        for run in runs:
+            for data in (None, args.isic):
+                y, lg, src = logits_on(run, data)
+                for name in dict.fromkeys(src.tolist()):
+                    keep = src == name
+                    found.setdefault(name, (y[keep], []))[1].append(lg[keep])
+        tests = {name: (found[name], runs) for name in SOURCES if name in found}
+        val = [ModelCard.load(run).metrics["val"]["balanced_accuracy"] for run in runs]
+    else:
+        tests, val = {}, []
+        for held in args.holdouts:
+            runs = [train_or_reuse(run_config(args, row, s, held)) for s in args.seeds]
+            scored = [logits_on(run) for run in runs]
+            tests[held] = ((scored[0][0], [s[1] for s in scored]), runs)
+            val += [ModelCard.load(run).metrics["val"]["balanced_accuracy"] for run in runs]
+    for held, ((y, per_seed), runs) in tests.items():
+        own = len(r.train_sources) == 1 and held in r.train_sources
+        trained = list(r.train_sources) if len(r.train_sources) == 1 else [s for s in r.train_sources if s != held]
+        out.append({"row": row, "train_sources": trained, "test_source": held, "seeds": list(args.seeds),
+                    "protocol": "the source's own lesion-grouped test side" if own else "all of a source never trained on",
+                    **summarise(y, per_seed, labels), "val_balanced_accuracy": float(np.mean(val)),
+                    "runs": [str(p) for p in runs], "note": r.note})
+    return out
+
+
+def export_int8(run: Path) -> Path:
+    card = ModelCard.load(run)
+    path = run / "export" / artifact_name(card, "int8", ".tflite")
+    if not path.is_file():
+        subprocess.run([sys.executable, "-m", "edgeskin", "export", str(run), "--target", "tflite", "--precision",
+                        "int8", "--int8-from", "fp32", "--calib-images", "500", "--min-recall", str(MIN_RECALL)],
+                       check=True)
+    return path
+
+
+def tflite_logits(run: Path, tflite: Path, external: str | None = None):
+    """The int8 file's logits through LiteRT, on the same images as logits_on, plus the file's card."""
+    from edgeskin.export.tflite import LiteRTRunner
+    from edgeskin.export.validate import run_artifact
+
+    card = ModelCard.from_dict(json.loads(Path(f"{tflite}.json").read_text())["model_card"])
+    if external is None:
+        data, split = run_data(run, card)
+        data = data.subset(split.indices("test"))
+    else:
+        data = load_labelled(external, get_task(card.task), card.preprocessing.input_size, require_all_classes=False,
+                             progress=False, color_constancy=card.preprocessing.color_constancy,
+                             label_map=card_label_map(card))
+    logits, _ = run_artifact(LiteRTRunner(tflite), data.pixels, card.preprocessing.mean, card.preprocessing.std)
+    return data.targets, logits, data.sources, card
+
+
+def winner_int8(args, winner: str, rows: list[dict]) -> dict[str, Any]:
+    """Step 3: the winner trained on everything, exported, scored as the device decides (offsets)."""
+    labels = get_task("multiclass").labels
+    run = train_or_reuse(run_config(args, winner, args.seeds[0], None))
+    tflite = export_int8(run)
+    y, lg, src, card = tflite_logits(run, tflite)
+    ham = src == "HAM10000"
+    f = deployment_figures(y[ham], lg[ham], labels, "mel", card.offsets)
+    boot = summarise(y[ham], [lg[ham] + np.asarray(card.offsets)], labels)
+    holdout_auc, holdout_ba = {}, {}
+    for r in rows:
+        if r["row"] == winner and r["test_source"] not in r["train_sources"]:
+            hold = Path(r["runs"][0])
+            yh, lh, _, hcard = tflite_logits(hold, export_int8(hold))
+            fh = deployment_figures(yh, lh, labels, "mel", hcard.offsets)
+            holdout_auc[r["test_source"]], holdout_ba[r["test_source"]] = fh["mel_auc"], fh["balanced_accuracy_present"]
+    per_source = {name: deployment_figures(y[src == name], lg[src == name], labels, "mel", card.offsets)
+                  for name in dict.fromkeys(src.tolist())}
+    return {"row": winner, "run": str(run), "file": str(tflite), "size_mb": round(tflite.stat().st_size / 2**20, 3),
+            "ham_test_balanced_accuracy": f["balanced_accuracy_present"], "ham_test_ci95": boot["balanced_accuracy_ci95"],
+            "ham_test_mel_recall": f["mel_sensitivity"], "ham_test_mel_auc": f["mel_auc"],
+            "holdout_mel_auc": holdout_auc, "holdout_balanced_accuracy": holdout_ba,
+            "pooled_test_per_source": per_source, "operating_point_min_recall": MIN_RECALL, "seeds": [args.seeds[0]]}
+
+
+def render(report: dict[str, Any]) -> str:
+    c = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
+    lines = ["# Several clinics: leave-one-source-out", "",
+             f"Recipe `{RECIPE}` ({report['epochs']} epochs, 80x80, CPU) plus each row's change; seeds "
+             f"{report['seeds']}. A row trained on several sources has one run per held-out source: it trains and "
+             "validates on the others and is tested on all of the held-out one. `ham-only` is tested on HAM10000's "
+             "own lesion-grouped test side and on all of BCN and MSK. Balanced accuracy is over the classes the "
+             "test source has (MSK: nv, mel, bkl), with a bootstrap 95% CI; \"restricted\" takes the argmax among "
+             "those classes only.", "",
+             "| row | test source | n | bal. acc. [95% CI] | restricted | mel AUC | mel recall | mel spec. | val bal. acc. |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in report["rows"]:
+        lo, hi = r["balanced_accuracy_ci95"]
+        lines.append(f"| {r['row']} | {r['test_source']}{'' if r['test_source'] not in r['train_sources'] else ' (own test side)'} "
+                     f"| {r['n']} | {c(r['balanced_accuracy'])} [{lo:.3f}–{hi:.3f}] | {c(r['balanced_accuracy_restricted'])} "
+                     f"| {c(r['mel_auc'])} | {c(r['mel_recall'])} | {c(r['mel_specificity'])} | {c(r['val_balanced_accuracy'])} |")
+    w = report.get("winner_int8")
+    if w:
+        lo, hi = w["ham_test_ci95"]
+        lines += ["", f"## The winner as a full-int8 .tflite: `{w['row']}`", "",
+                  "Chosen by mean validation balanced accuracy over its leave-one-source-out runs; trained once more "
+                  "on all three sources, exported by `edgeskin export --target tflite --precision int8 --min-recall "
+                  f"{w['operating_point_min_recall']}`, scored through LiteRT with the file's operating point.", "",
+                  f"- HAM10000 test side: balanced accuracy **{w['ham_test_balanced_accuracy']:.3f}** [{lo:.3f}–{hi:.3f}], "
+                  f"melanoma recall {c(w['ham_test_mel_recall'])}, melanoma AUC {c(w['ham_test_mel_auc'])}; "
+                  f"{w['size_mb']} MB.",
+                  "- Held-out melanoma AUC (each source's int8 file from the run that never saw it): "
+                  + ", ".join(f"{k} {c(v)}" for k, v in w["holdout_mel_auc"].items()) + ".",
+                  "", "| pooled test side | n | classes | mel AUC | mel sens. | mel spec. | bal. acc. |",
+                  "|---|---|---|---|---|---|---|"]
+        for name, f in w["pooled_test_per_source"].items():
+            lines.append(f"| {name} | {f['n']} | {' '.join(f['classes_present'])} | {c(f['mel_auc'])} "
+                         f"| {c(f['mel_sensitivity'])} | {c(f['mel_specificity'])} | {c(f['balanced_accuracy_present'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--ham", default=str(HERE.parent.parent / "shared" / "data" / "HAM10000"))
+    p.add_argument("--isic", default=str(HERE.parent.parent / "shared" / "data" / "ISIC2019_BCN_MSK"))
+    p.add_argument("--rows", default=",".join(ROWS))
+    p.add_argument("--seeds", default="0")
+    p.add_argument("--holdouts", default=",".join(SOURCES), help="Sources held out in turn by multi-source rows.")
+    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--out", default="runs/multisource")
+    p.add_argument("--winner", help="Skip the choice (it is still reported): export this row.")
+    p.add_argument("--no-export", action="store_true", help="Rows only; no winner file.")
+    p.add_argument("--merge", action="store_true", help="Keep the report's other rows (and winner file).")
+    p.add_argument("--report-dir", type=Path, default=OUT, help="Where report.{json,md} go.")
+    args = p.parse_args()
+    args.seeds = tuple(int(s) for s in args.seeds.split(","))
+    args.holdouts = tuple(args.holdouts.split(","))
+    unknown = [r for r in args.rows.split(",") if r not in ROWS]
+    if unknown:
+        p.error(f"unknown row(s) {unknown}; choose from {list(ROWS)}")
+    wanted = args.rows.split(",")
+    rows = [entry for row in wanted for entry in score_row(args, row)]
+    out = args.report_dir
+    old = json.loads((out / "report.json").read_text()) if args.merge and (out / "report.json").is_file() else {}
+    rows = [r for r in old.get("rows", []) if r["row"] not in wanted] + rows  # --merge: keep the other rows
+    report: dict[str, Any] = {"recipe": RECIPE, "epochs": args.epochs, "seeds": list(args.seeds), "rows": rows}
+    multi = {r["row"]: r["val_balanced_accuracy"] for r in rows if len(ROWS[r["row"]].train_sources) > 1}
+    report["chosen_by_validation"] = max(multi, key=multi.get) if multi else None
+    winner = args.winner or report["chosen_by_validation"]
+    if winner and not args.no_export:
+        report["winner_int8"] = winner_int8(args, winner, rows)
+    elif "winner_int8" in old:
+        report["winner_int8"] = old["winner_int8"]
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "report.json", report)
+    write_text(out / "report.md", render(report))
+    print(render(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
