@@ -62,10 +62,12 @@ class Row:
 
 ROWS = {
     "ham-only": Row({"vignette_augment": 0.0}, ("HAM10000",), "HAM10000 alone, at the same input size"),
-    "all-sources": Row({"vignette_augment": 0.0}, note="the three sources pooled, nothing else"),
-    "all-sources+vignette": Row({}, note="+ a simulated black vignette on half the images (the recipe)"),
-    "all-sources+vignette+resolution": Row({"resolution_augment": 0.5}, note="+ random down-and-up sampling"),
-    "all-sources+vignette+source-balanced": Row({"balance_source": True}, note="+ (source, class)-balanced sampler"),
+    "all-sources": Row({"vignette_augment": 0.0}, note="the three sources pooled, nothing else (the recipe)"),
+    "all-sources+vignette": Row({"vignette_augment": 0.5}, note="+ a simulated black vignette on half the images"),
+    "all-sources+vignette+resolution": Row({"vignette_augment": 0.5, "resolution_augment": 0.5},
+                                           note="+ random down-and-up sampling"),
+    "all-sources+vignette+source-balanced": Row({"vignette_augment": 0.5, "balance_source": True},
+                                                note="+ (source, class)-balanced sampler"),
 }
 
 
@@ -197,6 +199,19 @@ def winner_int8(args, winner: str, rows: list[dict]) -> dict[str, Any]:
             "pooled_test_per_source": per_source, "operating_point_min_recall": MIN_RECALL, "seeds": [args.seeds[0]]}
 
 
+def beside_current_winner() -> list[str]:
+    """The HAM10000-only winner's int8 figures, read from its committed report (another split)."""
+    path = HERE / "results" / "ham10000_winner_int8.json"
+    if not path.is_file():
+        return []
+    cur = json.loads(path.read_text())
+    lo, hi = cur["int8"]["balanced_accuracy_ci95"]
+    return [f"- Beside the HAM10000-only winner `{cur['row']}` (`{path.relative_to(HERE.parent)}`, seeds "
+            f"{list(cur['seeds'])}, HAM10000's own lesion-grouped test split, not the pooled one): balanced accuracy "
+            f"{cur['int8']['balanced_accuracy']:.3f} [{lo:.3f}–{hi:.3f}], melanoma recall "
+            f"{cur['int8']['mel_recall']:.3f}, melanoma AUC {cur['int8']['mel_auc']:.3f}."]
+
+
 def render(report: dict[str, Any]) -> str:
     c = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
     lines = ["# Several clinics: leave-one-source-out", "",
@@ -225,6 +240,7 @@ def render(report: dict[str, Any]) -> str:
                   f"{w['size_mb']} MB.",
                   "- Held-out melanoma AUC (each source's int8 file from the run that never saw it): "
                   + ", ".join(f"{k} {c(v)}" for k, v in w["holdout_mel_auc"].items()) + ".",
+                  *beside_current_winner(),
                   "", "| pooled test side | n | classes | mel AUC | mel sens. | mel spec. | bal. acc. |",
                   "|---|---|---|---|---|---|---|"]
         for name, f in w["pooled_test_per_source"].items():
