@@ -68,6 +68,10 @@ ROWS = {
                                            note="+ random down-and-up sampling"),
     "all-sources+vignette+source-balanced": Row({"vignette_augment": 0.5, "balance_source": True},
                                                 note="+ (source, class)-balanced sampler"),
+    "all-sources-colour-constancy": Row({"vignette_augment": 0.0, "color_constancy": "none"},
+                                        note="without shades-of-gray colour constancy"),
+    "all-sources+strong-augment": Row({"vignette_augment": 0.0, "augment": "strong"},
+                                      note="+ strong crop and colour jitter"),
 }
 
 
