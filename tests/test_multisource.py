@@ -218,3 +218,17 @@ def test_multisource_report_matches_its_schema():
         assert {"ham_test_balanced_accuracy", "ham_test_ci95", "holdout_mel_auc", "size_mb"} <= set(w)
     ms = load_script("multisource")
     assert set(r["row"] for r in report["rows"]) <= set(ms.ROWS)
+
+
+def test_multisource_report_sets_the_winner_beside_the_ham_only_file():
+    """The rendered report reads the HAM10000-only winner's figures from its committed JSON."""
+    ms = load_script("multisource")
+    path = ROOT / "benchmarks" / "results" / "ham10000_winner_int8.json"
+    if not path.is_file():
+        pytest.skip("benchmarks/results/ham10000_winner_int8.json not written yet")
+    current = json.loads(path.read_text())
+    (line,) = ms.beside_current_winner()
+    assert f"{current['int8']['balanced_accuracy']:.3f}" in line and current["row"] in line
+    report = json.loads((ROOT / "benchmarks" / "results" / "multisource" / "report.json").read_text())
+    if "winner_int8" in report:
+        assert line in ms.render(report)
