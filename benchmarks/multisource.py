@@ -18,6 +18,8 @@ Steps:
    by `edgeskin export` (validated there, with a melanoma operating point fitted on validation),
    and that file is scored with LiteRT on HAM10000's test side; its held-out melanoma AUCs come from
    the winner's leave-one-source-out runs, each exported to int8 the same way.
+4. Every multi-source row is set against `ham-only` on each source neither trained on: the
+   difference of seed-mean melanoma AUC and balanced accuracy, with a paired bootstrap 95% CI.
 Runs are reused when finished and resumed when killed. Writes benchmarks/results/multisource/
 report.{json,md}.
 """
@@ -34,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeskin.benchmark.scored import paired_delta
 from edgeskin.card import ModelCard
 from edgeskin.config import recipe_config
 from edgeskin.data.bundle import load_labelled
@@ -87,6 +90,28 @@ def run_config(args, row: str, seed: int, holdout: str | None):
 
 def logits_on(run: Path, external: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(labels, logits, sources) of the run's test side, or of all of `external`."""
+    y, logits, sources, _ = scores_on(run, external)
+    return y, logits, sources
+
+
+def scores_on(run: Path, external: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """logits_on plus each image's id; cached in the run folder (keyed by the checkpoint's mtime) so
+    the paired comparison between rows (step 4) needs no re-inference."""
+    cache = run / "scores" / f"{'test' if external is None else Path(external).name}.npz"
+    stamp = (run / "best.pt").stat().st_mtime_ns if (run / "best.pt").is_file() else 0
+    if cache.is_file():
+        z = np.load(cache, allow_pickle=False)
+        if int(z["stamp"]) == stamp and "ids" in z:
+            return z["y"], z["logits"], z["sources"], z["ids"]
+    y, logits, sources, ids = _infer(run, external)
+    cache.parent.mkdir(exist_ok=True)
+    tmp = cache.with_suffix(".tmp.npz")
+    np.savez(tmp, y=y, logits=logits, sources=sources.astype(str), ids=ids, stamp=stamp)
+    tmp.replace(cache)  # a killed run leaves no half-written cache
+    return y, logits, sources.astype(str), ids
+
+
+def _infer(run: Path, external: str | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     card = ModelCard.load(run)
     device = resolve_device("auto")
     if external is None:
@@ -98,7 +123,7 @@ def logits_on(run: Path, external: str | None = None) -> tuple[np.ndarray, np.nd
                              label_map=card_label_map(card))
     logits = predict_logits(load_run_model(run, card, device), data.pixels, card.preprocessing.mean,
                             card.preprocessing.std, device)
-    return data.targets, logits, data.sources
+    return data.targets, logits, data.sources, np.array([f"{x.source}/{x.image_id}" for x in data.samples])
 
 
 def summarise(y: np.ndarray, per_seed: list[np.ndarray], labels, n_boot: int = 1000) -> dict[str, Any]:
@@ -148,6 +173,53 @@ def score_row(args, row: str) -> list[dict[str, Any]]:
                     "protocol": "the source's own lesion-grouped test side" if own else "all of a source never trained on",
                     **summarise(y, per_seed, labels), "val_balanced_accuracy": float(np.mean(val)),
                     "runs": [str(p) for p in runs], "note": r.note})
+    return out
+
+
+def held_out_scores(args, entry: dict[str, Any]) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
+    """(labels, per-seed logits, ids) of one report entry on its held-out source, in one image order."""
+    per_seed, y, ids = [], None, None
+    for run in map(Path, entry["runs"]):
+        # a one-source row met the other sources as external sets; a multi-source row's test side is the held-out one
+        ext = args.isic if len(ROWS[entry["row"]].train_sources) == 1 and entry["test_source"] != "HAM10000" else None
+        yy, lg, src, ii = scores_on(run, ext)
+        keep = src == entry["test_source"]
+        order = np.argsort(ii[keep], kind="stable")
+        yy, lg, ii = yy[keep][order], lg[keep][order], ii[keep][order]
+        if ids is not None and not np.array_equal(ids, ii):
+            raise ValueError(f"{run}: its {entry['test_source']} images differ from the row's other seeds")
+        y, ids = yy, ii
+        per_seed.append(lg)
+    return y, per_seed, ids
+
+
+def _mel_auc(y: np.ndarray, logits: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    mel = get_task("multiclass").labels.index("mel")
+    return float(roc_auc_score(y == mel, logits[:, mel]))  # rank-only: the logit orders as the softmax does
+
+
+def paired_rows(args, rows: list[dict[str, Any]], baseline: str = "ham-only", n_boot: int = 1000) -> list[dict]:
+    """Step 4: every multi-source row minus the baseline on each source neither trained on, with a
+    paired bootstrap (the same resampled images for every seed of both rows)."""
+    base = {r["test_source"]: r for r in rows if r["row"] == baseline and r["test_source"] not in r["train_sources"]}
+    out = []
+    for r in rows:
+        if r["row"] == baseline or r["test_source"] not in base or r["test_source"] in r["train_sources"]:
+            continue
+        if not all((Path(run) / "model_card.json").is_file() for run in r["runs"] + base[r["test_source"]]["runs"]):
+            print(f"paired: {r['row']} on {r['test_source']} skipped, its runs are no longer on disk", file=sys.stderr)
+            continue
+        ya, la, ia = held_out_scores(args, r)
+        yb, lb, ib = held_out_scores(args, base[r["test_source"]])
+        if not np.array_equal(ia, ib):
+            raise ValueError(f"{r['row']} and {baseline} were tested on different {r['test_source']} images")
+        out.append({"row": r["row"], "baseline": baseline, "test_source": r["test_source"], "n": int(len(ya)),
+                    "seeds": r["seeds"], "baseline_seeds": base[r["test_source"]]["seeds"],
+                    "mel_auc": paired_delta(ya, la, lb, _mel_auc, n_boot),
+                    "balanced_accuracy": paired_delta(ya, la, lb, lambda y, lg: balanced_accuracy(y, lg.argmax(1)),
+                                                      n_boot)})
     return out
 
 
@@ -216,22 +288,38 @@ def beside_current_winner() -> list[str]:
             f"{cur['int8']['mel_recall']:.3f}, melanoma AUC {cur['int8']['mel_auc']:.3f}."]
 
 
+def render_paired(paired: list[dict[str, Any]]) -> list[str]:
+    if not paired:
+        return []
+    d = lambda x: f"{x['delta']:+.3f} [{x['ci95'][0]:+.3f} to {x['ci95'][1]:+.3f}]"  # noqa: E731
+    lines = ["", "## Against HAM10000 alone, on the clinic neither trained on (paired bootstrap)", "",
+             "Row minus `ham-only`, seed means, on the same images; the interval resamples one set of images for "
+             "every seed of both rows, so an interval that holds 0 means no measured difference.", "",
+             "| row | held-out source | n | seeds (row / ham-only) | Δ mel AUC [95% CI] | Δ bal. acc. [95% CI] |",
+             "|---|---|---|---|---|---|"]
+    for x in paired:
+        lines.append(f"| {x['row']} | {x['test_source']} | {x['n']} | {len(x['seeds'])} / {len(x['baseline_seeds'])} "
+                     f"| {d(x['mel_auc'])} | {d(x['balanced_accuracy'])} |")
+    return lines
+
+
 def render(report: dict[str, Any]) -> str:
     c = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
     lines = ["# Several clinics: leave-one-source-out", "",
-             f"Recipe `{RECIPE}` ({report['epochs']} epochs, 80x80, CPU) plus each row's change; seeds "
-             f"{report['seeds']}. A row trained on several sources has one run per held-out source: it trains and "
+             f"Recipe `{RECIPE}` ({report['epochs']} epochs, 80x80, CPU) plus each row's change; each row's "
+             "figures are means over its seeds (column `seeds`). A row trained on several sources has one run per held-out source: it trains and "
              "validates on the others and is tested on all of the held-out one. `ham-only` is tested on HAM10000's "
              "own lesion-grouped test side and on all of BCN and MSK. Balanced accuracy is over the classes the "
              "test source has (MSK: nv, mel, bkl), with a bootstrap 95% CI; \"restricted\" takes the argmax among "
              "those classes only.", "",
-             "| row | test source | n | bal. acc. [95% CI] | restricted | mel AUC | mel recall | mel spec. | val bal. acc. |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| row | seeds | test source | n | bal. acc. [95% CI] | restricted | mel AUC | mel recall | mel spec. | val bal. acc. |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in report["rows"]:
         lo, hi = r["balanced_accuracy_ci95"]
-        lines.append(f"| {r['row']} | {r['test_source']}{'' if r['test_source'] not in r['train_sources'] else ' (own test side)'} "
+        lines.append(f"| {r['row']} | {len(r['seeds'])} | {r['test_source']}{'' if r['test_source'] not in r['train_sources'] else ' (own test side)'} "
                      f"| {r['n']} | {c(r['balanced_accuracy'])} [{lo:.3f}–{hi:.3f}] | {c(r['balanced_accuracy_restricted'])} "
                      f"| {c(r['mel_auc'])} | {c(r['mel_recall'])} | {c(r['mel_specificity'])} | {c(r['val_balanced_accuracy'])} |")
+    lines += render_paired(report.get("paired_vs_ham_only", []))
     w = report.get("winner_int8")
     if w:
         lo, hi = w["ham_test_ci95"]
@@ -280,6 +368,7 @@ def main() -> int:
     report: dict[str, Any] = {"recipe": RECIPE, "epochs": args.epochs, "seeds": list(args.seeds), "rows": rows}
     multi = {r["row"]: r["val_balanced_accuracy"] for r in rows if len(ROWS[r["row"]].train_sources) > 1}
     report["chosen_by_validation"] = max(multi, key=multi.get) if multi else None
+    report["paired_vs_ham_only"] = paired_rows(args, rows)
     winner = args.winner or report["chosen_by_validation"]
     if winner and not args.no_export:
         report["winner_int8"] = winner_int8(args, winner, rows)

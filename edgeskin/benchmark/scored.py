@@ -42,3 +42,18 @@ def ensemble_row(scored: Sequence[Scored]) -> dict[str, float]:
     """A row's seeds as one model (their probabilities averaged), as a distilled row's teacher is."""
     s = Scored(np.mean([x.probs for x in scored], 0), scored[0].targets, scored[0].labels, {})
     return {k: v for k, v in seed_row(s).items() if k in ("balanced_accuracy", "mel_recall", "mel_auc")}
+
+
+def paired_delta(y: np.ndarray, a: Sequence[np.ndarray], b: Sequence[np.ndarray], metric, n: int = 1000,
+                 seed: int = 0) -> dict[str, Any]:
+    """Seed-mean metric(a) - seed-mean metric(b) on the same images, with a paired bootstrap 95% CI:
+    each resample draws one set of images for every seed of both rows, so the interval is that of the
+    difference, not two overlapping intervals. `a`, `b`: per-seed scores aligned with `y`;
+    `metric(y, scores) -> float`."""
+    def delta(idx: np.ndarray) -> float:
+        return float(np.mean([metric(y[idx], s[idx]) for s in a]) - np.mean([metric(y[idx], s[idx]) for s in b]))
+
+    rng = np.random.default_rng(seed)
+    boots = [delta(rng.integers(0, len(y), len(y))) for _ in range(n)]
+    return {"delta": delta(np.arange(len(y))), "ci95": [float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))],
+            "p_le_0": float(np.mean(np.asarray(boots) <= 0))}
