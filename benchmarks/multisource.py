@@ -111,16 +111,20 @@ def scores_on(run: Path, external: str | None = None) -> tuple[np.ndarray, np.nd
     return y, logits, sources.astype(str), ids
 
 
+def images_of(run: Path, card: ModelCard, external: str | None):
+    """The run's test side, or all of `external`, preprocessed as the card says."""
+    if external is None:
+        data, split = run_data(run, card)
+        return data.subset(split.indices("test"))
+    return load_labelled(external, get_task(card.task), card.preprocessing.input_size, require_all_classes=False,
+                         progress=False, color_constancy=card.preprocessing.color_constancy,
+                         label_map=card_label_map(card))
+
+
 def _infer(run: Path, external: str | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     card = ModelCard.load(run)
     device = resolve_device("auto")
-    if external is None:
-        data, split = run_data(run, card)
-        data = data.subset(split.indices("test"))
-    else:
-        data = load_labelled(external, get_task(card.task), card.preprocessing.input_size, require_all_classes=False,
-                             progress=False, color_constancy=card.preprocessing.color_constancy,
-                             label_map=card_label_map(card))
+    data = images_of(run, card, external)
     logits = predict_logits(load_run_model(run, card, device), data.pixels, card.preprocessing.mean,
                             card.preprocessing.std, device)
     return data.targets, logits, data.sources, np.array([f"{x.source}/{x.image_id}" for x in data.samples])
@@ -239,13 +243,7 @@ def tflite_logits(run: Path, tflite: Path, external: str | None = None):
     from edgeskin.export.validate import run_artifact
 
     card = ModelCard.from_dict(json.loads(Path(f"{tflite}.json").read_text())["model_card"])
-    if external is None:
-        data, split = run_data(run, card)
-        data = data.subset(split.indices("test"))
-    else:
-        data = load_labelled(external, get_task(card.task), card.preprocessing.input_size, require_all_classes=False,
-                             progress=False, color_constancy=card.preprocessing.color_constancy,
-                             label_map=card_label_map(card))
+    data = images_of(run, card, external)
     logits, _ = run_artifact(LiteRTRunner(tflite), data.pixels, card.preprocessing.mean, card.preprocessing.std)
     return data.targets, logits, data.sources, card
 

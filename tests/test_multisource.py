@@ -232,3 +232,19 @@ def test_multisource_report_sets_the_winner_beside_the_ham_only_file():
     report = json.loads((ROOT / "benchmarks" / "results" / "multisource" / "report.json").read_text())
     if "winner_int8" in report:
         assert line in ms.render(report)
+
+
+def test_paired_delta_sees_a_better_row_and_no_difference_between_equals():
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    from edgeskin.benchmark.scored import paired_delta
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 400)
+    good = [y + rng.normal(0, 0.8, 400) for _ in range(2)]
+    bad = [y + rng.normal(0, 2.0, 400) for _ in range(3)]
+    better = paired_delta(y, good, bad, roc_auc_score, n=200)
+    assert better["ci95"][0] > 0 and better["p_le_0"] == 0.0
+    same = paired_delta(y, bad, bad, roc_auc_score, n=50)
+    assert same["delta"] == 0.0 and same["ci95"] == [0.0, 0.0]
