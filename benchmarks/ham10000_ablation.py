@@ -28,7 +28,8 @@ from pathlib import Path
 
 from edgeskin.benchmark.ablation import AblationConfig, Lever, run_ablation, shared_split, train_rows
 from edgeskin.benchmark.ablation_report import merge_tables, render_markdown
-from edgeskin.config import PretrainConfig, recipe_config
+from edgeskin.config import PretrainConfig
+from edgeskin.recipes import recipe_config
 from edgeskin.errors import EdgeskinError
 from edgeskin.fileio import sha256_file, write_json, write_text
 from edgeskin.train.checkpoint import LAST

@@ -19,7 +19,9 @@ from pathlib import Path
 
 import torch
 
-from edgeskin.config import EvalConfig, recipe_config
+from edgeskin.config import EvalConfig
+
+from edgeskin.recipes import recipe_config
 from edgeskin.evaluate import evaluate
 from edgeskin.fileio import write_json, write_text
 from edgeskin.train import train

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,33 +34,22 @@ import torch
 from edgeskin.benchmark.ablation import Scored, paired_bootstrap, seed_row
 from edgeskin.card import ModelCard
 from edgeskin.config import EnsembleConfig, PriorConfig
-from edgeskin.evaluate.run import load_run_model, run_data
+from edgeskin.train.runs import load_run_model, run_data
 from edgeskin.export.calibrate import uncertain_rates
-from edgeskin.export.pipeline import artifact_name
+from edgeskin.benchmark.artifacts import int8_tflite
 from edgeskin.export.tflite import LiteRTRunner
 from edgeskin.export.validate import run_artifact
 from edgeskin.fileio import write_json, write_text
 from edgeskin.predict import predict_logits, softmax
 from edgeskin.train.clinical import card_context_logits, fit_run_prior
-from edgeskin.train.ensemble import build_ensemble
+from edgeskin.ensemble.build import build_ensemble
 
 HERE = Path(__file__).resolve().parent
 SIZE_LIMIT_MB = 5.0
 
 
-def export_int8(run: Path, reuse: bool, calib_images: int, min_recall: float | None) -> Path:
-    card = ModelCard.load(run)
-    path = run / "export" / artifact_name(card, "int8", ".tflite")
-    side = Path(f"{path}.json")
-    exported = json.loads(side.read_text())["model_card"] if side.is_file() else {}
-    same = ((exported.get("operating_point") or {}).get("min_recall") == min_recall
-            and exported.get("clinical") == card.clinical)
-    if not (reuse and path.is_file() and same):
-        point_args = ["--min-recall", str(min_recall)] if min_recall is not None else []
-        subprocess.run([sys.executable, "-m", "edgeskin", "export", str(run), "--target", "tflite", "--precision",
-                        "int8", "--int8-from", "fp32", "--calib-images", str(calib_images), "--allow-degraded",
-                        *point_args], check=True)
-    return path
+def _export(run: Path, reuse: bool, calib_images: int, min_recall: float | None) -> Path:
+    return int8_tflite(run, calib_images, min_recall, reuse, allow_degraded=True)
 
 
 def score(run: Path, tflite: Path, device_card: ModelCard) -> tuple[Scored, Scored]:
@@ -171,7 +159,7 @@ def main() -> int:
     for seed, run in runs.items():
         if args.clinical and not (args.reuse and ModelCard.load(run).clinical):
             fit_run_prior(PriorConfig(run=str(run), device="cpu"))
-        tflite = export_int8(run, args.reuse, args.calib_images, args.min_recall)
+        tflite = _export(run, args.reuse, args.calib_images, args.min_recall)
         exported = json.loads(Path(f"{tflite}.json").read_text())
         device_card = ModelCard.from_dict(exported["model_card"])
         q, f = score(run, tflite, device_card)
@@ -202,7 +190,7 @@ def main() -> int:
     if args.ensemble:  # the one file against one member's own int8 file: what the ensemble costs on a device
         member = picked.members[0]
         result["latency"] = latency({"ensemble": Path(seeds[next(iter(seeds))]["file"]),
-                                     "one member": export_int8(member, args.reuse, args.calib_images, None)})
+                                     "one member": _export(member, args.reuse, args.calib_images, None)})
     out = HERE / "results" / {(False, False): "ham10000_winner_int8", (False, True): "ham10000_ensemble_int8",
                               (True, False): "ham10000_chain_int8",
                               (True, True): "ham10000_chain_ensemble_int8"}[(bool(args.chain), args.ensemble)]

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,15 +35,15 @@ from typing import Any
 
 import numpy as np
 
+from edgeskin.benchmark.artifacts import exported_card, int8_tflite
 from edgeskin.benchmark.scored import paired_delta
 from edgeskin.card import ModelCard
-from edgeskin.config import recipe_config
+from edgeskin.recipes import recipe_config
 from edgeskin.data.bundle import load_labelled
 from edgeskin.data.records import get_task
 from edgeskin.evaluate.deploy import deployment_figures
-from edgeskin.evaluate.metrics import balanced_accuracy
-from edgeskin.evaluate.run import card_label_map, load_run_model, run_data
-from edgeskin.export.pipeline import artifact_name
+from edgeskin.metrics import balanced_accuracy
+from edgeskin.train.runs import card_label_map, load_run_model, run_data
 from edgeskin.fileio import write_json, write_text
 from edgeskin.predict import predict_logits, resolve_device
 from edgeskin.train.reuse import train_or_reuse
@@ -227,22 +226,12 @@ def paired_rows(args, rows: list[dict[str, Any]], baseline: str = "ham-only", n_
     return out
 
 
-def export_int8(run: Path) -> Path:
-    card = ModelCard.load(run)
-    path = run / "export" / artifact_name(card, "int8", ".tflite")
-    if not path.is_file():
-        subprocess.run([sys.executable, "-m", "edgeskin", "export", str(run), "--target", "tflite", "--precision",
-                        "int8", "--int8-from", "fp32", "--calib-images", "500", "--min-recall", str(MIN_RECALL)],
-                       check=True)
-    return path
-
-
 def tflite_logits(run: Path, tflite: Path, external: str | None = None):
     """The int8 file's logits through LiteRT, on the same images as logits_on, plus the file's card."""
     from edgeskin.export.tflite import LiteRTRunner
     from edgeskin.export.validate import run_artifact
 
-    card = ModelCard.from_dict(json.loads(Path(f"{tflite}.json").read_text())["model_card"])
+    card = exported_card(tflite)
     data = images_of(run, card, external)
     logits, _ = run_artifact(LiteRTRunner(tflite), data.pixels, card.preprocessing.mean, card.preprocessing.std)
     return data.targets, logits, data.sources, card
@@ -252,7 +241,7 @@ def winner_int8(args, winner: str, rows: list[dict]) -> dict[str, Any]:
     """Step 3: the winner trained on everything, exported, scored as the device decides (offsets)."""
     labels = get_task("multiclass").labels
     run = train_or_reuse(run_config(args, winner, args.seeds[0], None))
-    tflite = export_int8(run)
+    tflite = int8_tflite(run, 500, MIN_RECALL)
     y, lg, src, card = tflite_logits(run, tflite)
     ham = src == "HAM10000"
     f = deployment_figures(y[ham], lg[ham], labels, "mel", card.offsets)
@@ -261,7 +250,7 @@ def winner_int8(args, winner: str, rows: list[dict]) -> dict[str, Any]:
     for r in rows:
         if r["row"] == winner and r["test_source"] not in r["train_sources"]:
             hold = Path(r["runs"][0])
-            yh, lh, _, hcard = tflite_logits(hold, export_int8(hold))
+            yh, lh, _, hcard = tflite_logits(hold, int8_tflite(hold, 500, MIN_RECALL))
             fh = deployment_figures(yh, lh, labels, "mel", hcard.offsets)
             holdout_auc[r["test_source"]], holdout_ba[r["test_source"]] = fh["mel_auc"], fh["balanced_accuracy_present"]
     per_source = {name: deployment_figures(y[src == name], lg[src == name], labels, "mel", card.offsets)

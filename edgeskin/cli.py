@@ -7,7 +7,9 @@ from pathlib import Path
 
 import click
 
-from edgeskin.config import CHAIN_SETS, CHAINS, DEVICES, PRUNE_MODES, RECIPES
+from edgeskin.config import CHAIN_SETS, DEVICES, PRUNE_MODES
+
+from edgeskin.recipes import CHAINS, RECIPES
 from edge_runtime.preprocess import CONSTANCY
 
 from edgeskin.cli_options import TASK_CHOICES, TRAINING, parse_data, parse_ints, parse_size, with_options
@@ -28,7 +30,7 @@ def cli() -> None:
 @click.option("--resume", type=click.Path(), help="Continue a killed run from its last checkpoint.")
 def train(resume, recipe, **options) -> None:
     """Train a classifier; writes checkpoint, split manifest and model card to a run directory."""
-    from edgeskin.config import recipe_config
+    from edgeskin.recipes import recipe_config
     from edgeskin.train import train as run_train
 
     options = {k: (None if v == () else v) for k, v in options.items()}  # an unused --teacher is ()
@@ -64,7 +66,7 @@ def _resume_alone(resume: str, recipe: str | None, options: dict) -> None:
 @click.option("--resume", type=click.Path(), help="Go on with a stopped chain: finished runs are kept.")
 def chain(recipe, generations, seeds, parallel, project, name, exist_ok, resume, **options) -> None:
     """A distillation chain: one run per seed, then again with the runs before as teachers, per generation."""
-    from edgeskin.train.chain import chain_config, run_chain
+    from edgeskin.ensemble.chain import chain_config, run_chain
 
     overrides = {k: v for k, v in options.items() if v is not None and v != ()}  # an unused --label-map is ()
     if resume:
@@ -110,7 +112,7 @@ def chain(recipe, generations, seeds, parallel, project, name, exist_ok, resume,
 def pretrain(resume, recipe, **options) -> None:
     """Self-supervised pre-training (SimCLR) on the training images: no labels, no external weights.
     Writes backbone.pt for `edgeskin train --weights`, and the split.csv that run must use."""
-    from edgeskin.config import pretrain_config
+    from edgeskin.recipes import pretrain_config
     from edgeskin.train.pretrain import pretrain as run_pretrain
 
     options = {k: (None if v == () else v) for k, v in options.items()}  # an unused --label-map is ()
@@ -160,7 +162,7 @@ def ensemble(runs, **options) -> None:
     """RUNS (trained alike, on one split) as one model: their logits averaged, one exact CAM head.
     Writes a run folder that evaluate, prior, export and benchmark take like a trained run."""
     from edgeskin.config import EnsembleConfig
-    from edgeskin.train.ensemble import build_ensemble
+    from edgeskin.ensemble.build import build_ensemble
 
     result = build_ensemble(EnsembleConfig(runs=tuple(runs), **options))
     val = result.card.metrics["val"]

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgeskin.config import EvalConfig, recipe_config
+from edgeskin.config import EvalConfig
+from edgeskin.recipes import recipe_config
 
 
 @dataclass(frozen=True)
@@ -75,8 +76,8 @@ def _edge_predict(run_dir: Path, artifact: Path):
     from edge_runtime import Classifier
 
     from edgeskin.card import ModelCard
-    from edgeskin.evaluate.run import run_data
     from edgeskin.fileio import atomic_path
+    from edgeskin.train.runs import run_data
 
     data, split = run_data(run_dir, ModelCard.load(run_dir))
     photo = data.samples[split.indices("test")[0]].path

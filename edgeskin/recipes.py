@@ -1,12 +1,12 @@
 """Named training recipes (a registry of tiny builders, like timm's `register_model`): each returns
-the TrainConfig fields it sets, and explicit CLI options override them. `edgeskin.config`
-re-exports everything here."""
+the TrainConfig fields it sets, and explicit CLI options override them."""
 
 from __future__ import annotations
 
 import dataclasses
 from typing import Any, Callable
 
+from edgeskin.config import PretrainConfig, TrainConfig
 from edgeskin.errors import EdgeskinError
 
 # Named recipes: each returns the TrainConfig fields it sets; explicit CLI options override them.
@@ -88,10 +88,8 @@ def sresnet_binary() -> dict[str, Any]:
                 drop_rate=0.3, name="sresnet-binary")
 
 
-def recipe_config(recipe: str | None, overrides: dict[str, Any]) -> "TrainConfig":
+def recipe_config(recipe: str | None, overrides: dict[str, Any]) -> TrainConfig:
     """A TrainConfig from a recipe's fields, then the options the user gave explicitly."""
-    from edgeskin.config import TrainConfig
-
     fields: dict[str, Any] = {}
     if recipe is not None:
         if recipe not in RECIPES:
@@ -101,11 +99,9 @@ def recipe_config(recipe: str | None, overrides: dict[str, Any]) -> "TrainConfig
     return TrainConfig(**fields)
 
 
-def pretrain_config(recipe: str | None, overrides: dict[str, Any]) -> "PretrainConfig":
+def pretrain_config(recipe: str | None, overrides: dict[str, Any]) -> PretrainConfig:
     """A PretrainConfig from the fields a training recipe shares with it (data, backbone, input
     size, colour constancy, split), then the options the user gave explicitly."""
-    from edgeskin.config import PretrainConfig
-
     names = {f.name for f in dataclasses.fields(PretrainConfig)} - {"epochs", "batch_size", "lr", "weight_decay",
                                                                      "max_minutes", "project", "name", "exist_ok"}
     fields = {k: v for k, v in recipe_config(recipe, {}).to_dict().items() if k in names} if recipe else {}

@@ -13,7 +13,7 @@ import torch
 from conftest import TINY
 from edgeskin.benchmark.ablation import AblationConfig, Lever, Scored, paired_bootstrap, run_ablation, train_rows
 from edgeskin.errors import EdgeskinError
-from edgeskin.evaluate.metrics import balanced_accuracy
+from edgeskin.metrics import balanced_accuracy
 
 
 def test_paired_bootstrap_brackets_the_seed_mean():
@@ -166,7 +166,7 @@ def test_ablation_script_train_only_trains_and_writes_no_table(synth_root, tmp_p
 def test_distilled_row_scores_its_teacher_ensemble(synth_root, tmp_path):
     """A distilled row also reports its teachers as one model: whether the students beat it is
     what says if another generation can still help."""
-    from edgeskin.evaluate.metrics import balanced_accuracy
+    from edgeskin.metrics import balanced_accuracy
 
     levers = (Lever("base", "reference"), Lever("student", "distillation", teacher="base"))
     cfg = AblationConfig(data=str(synth_root), recipe="demo", levers=levers, seeds=(0, 1),
@@ -202,7 +202,7 @@ def test_plain_rows_score_where_the_heatmap_falls(synth_root, tmp_path):
     from edgeskin.card import ModelCard
     from edgeskin.data.masks import lesion_masks
     from edgeskin.data.transforms import normalize
-    from edgeskin.evaluate.run import load_run_model, run_data
+    from edgeskin.train.runs import load_run_model, run_data
     from edgeskin.explain.quality import cam_localisation
 
     levers = (Lever("base", "reference"), Lever("tta", "inference", post="tta", reuse="base"))
@@ -241,7 +241,7 @@ def test_named_recipe_reproduces_the_committed_ablation_winner():
     from pathlib import Path
 
     from edgeskin.benchmark.ablation_report import best_row
-    from edgeskin.config import CHAINS, recipe_config
+    from edgeskin.recipes import CHAINS, recipe_config
 
     result = json.loads((Path(__file__).parents[1] / "benchmarks/results/ham10000_ablation.json").read_text())
     def row(name):

@@ -73,8 +73,8 @@ def test_rows_are_scored_as_the_device_decides(exported_tiny, tmp_path):
     from edgeskin.benchmark import benchmark
     from edgeskin.card import ModelCard
     from edgeskin.config import BenchmarkConfig, ExportConfig
-    from edgeskin.evaluate.metrics import balanced_accuracy
-    from edgeskin.evaluate.run import run_data
+    from edgeskin.metrics import balanced_accuracy
+    from edgeskin.train.runs import run_data
     from edgeskin.export import export
 
     run = tmp_path / "run"

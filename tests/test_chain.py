@@ -10,10 +10,11 @@ import pytest
 
 from conftest import TINY, load_script, one_line_error, run_cli
 from edgeskin.card import ModelCard
-from edgeskin.config import CHAINS, ChainConfig, TrainConfig
+from edgeskin.config import ChainConfig, TrainConfig
+from edgeskin.recipes import CHAINS
 from edgeskin.errors import EdgeskinError
 from edgeskin.fileio import sha256_file
-from edgeskin.train.chain import chain_config
+from edgeskin.ensemble.chain import chain_config
 
 # The tiny run of conftest.TINY as `edgeskin chain` options.
 TINY_ARGS = ["--recipe", "demo", "--backbone", TINY["backbone"], "--input-size", "32x48",

@@ -18,7 +18,7 @@ from edge_runtime.clinical import AGE_EDGES, ClinicalPrior, Context
 from edge_runtime.errors import EdgeRuntimeError
 from edgeskin.data.records import HAM_LABELS, Sample
 from edgeskin.errors import EdgeskinError
-from edgeskin.evaluate.metrics import balanced_accuracy
+from edgeskin.metrics import balanced_accuracy
 from edgeskin.train.clinical import context_logits, fit_clinical_prior
 
 SITES = ("back", "face", "foot", "trunk")
@@ -231,7 +231,7 @@ def test_evaluate_and_ablation_score_with_the_recorded_context(clinical_model, t
 
     from edgeskin.benchmark.ablation import AblationConfig, Lever, run_ablation
     from edgeskin.card import ModelCard
-    from edgeskin.evaluate.run import load_run_model, run_data
+    from edgeskin.train.runs import load_run_model, run_data
     from edgeskin.predict import predict_logits
 
     run = clinical_model["run"]

@@ -13,7 +13,7 @@ from edgeskin.data.bundle import load_labelled
 from edgeskin.data.records import get_task
 from edgeskin.data.split import read_manifest
 from edgeskin.errors import EdgeskinError
-from edgeskin.evaluate.metrics import balanced_accuracy
+from edgeskin.metrics import balanced_accuracy
 from edgeskin.predict import predict_logits
 from edgeskin.train import train
 
@@ -63,7 +63,7 @@ def test_int8_ptq_then_qat_trains_and_restores_exactly(tiny_run):
     assert card.quantization["method"] == "QAT" and card.quantization["bits"] == 8
     # ... and it is int8-simulated: differs from the fp32 model's logits.
     from edgeskin.card import ModelCard
-    from edgeskin.evaluate.run import load_run_model
+    from edgeskin.train.runs import load_run_model
 
     fp32 = load_run_model(tiny_run, ModelCard.load(tiny_run), torch.device("cpu"))
     assert not np.allclose(_test_logits(tiny_run, card, fp32)[0], logits)

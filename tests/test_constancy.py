@@ -58,7 +58,7 @@ def test_card_carries_constancy_and_edge_runtime_applies_it(constancy_run, synth
     from edgeskin.config import ExportConfig
     from edgeskin.data.images import load_image
     from edgeskin.data.readers import read_dataset
-    from edgeskin.evaluate.run import load_run_model
+    from edgeskin.train.runs import load_run_model
     from edgeskin.export import export
     from edgeskin.predict import predict_logits
 

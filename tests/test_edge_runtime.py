@@ -33,7 +33,7 @@ def test_predict_matches_edgeskin_litert_and_torch(exported_tiny, photos):
 
     from edgeskin.card import ModelCard
     from edgeskin.data.images import load_image
-    from edgeskin.evaluate.run import load_run_model
+    from edgeskin.train.runs import load_run_model
     from edgeskin.export.tflite import LiteRTRunner
     from edgeskin.export.validate import run_artifact
     from edgeskin.predict import predict_logits

@@ -14,9 +14,9 @@ import torch
 from conftest import TINY, one_line_error, run_cli
 from edgeskin.card import ModelCard
 from edgeskin.config import EnsembleConfig, TrainConfig
-from edgeskin.evaluate.run import load_run_model
+from edgeskin.train.runs import load_run_model
 from edgeskin.train import train
-from edgeskin.train.ensemble import build_ensemble
+from edgeskin.ensemble.build import build_ensemble
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from edgeskin.config import TrainConfig
 from edgeskin.data.readers import read_dataset
 from edgeskin.data.synthetic import MASK_DIR
 from edgeskin.data.transforms import normalize
-from edgeskin.evaluate.run import load_run_model
+from edgeskin.train.runs import load_run_model
 from edgeskin.explain.maps import METHODS, energy_in_mask, heatmaps, pointing_game
 from edgeskin.train import train
 

@@ -149,7 +149,7 @@ def test_mediapipe_image_classifier_runs_the_file(tiny_run, precision, tmp_path)
     normalisation and labels, and ranks classes as LiteRT ranks the edge_runtime file."""
     from PIL import Image
 
-    from edgeskin.evaluate.run import run_data
+    from edgeskin.train.runs import run_data
     from edgeskin.card import ModelCard
     from edgeskin.export.metadata import run_tool
     from edgeskin.export.tflite import LiteRTRunner

@@ -13,7 +13,7 @@ from edgeskin.data.masks import lesion_masks
 from edgeskin.data.readers import read_dataset
 from edgeskin.data.transforms import Augment, ArrayDataset, normalize, train_transform
 from edgeskin.errors import EdgeskinError
-from edgeskin.evaluate.run import load_run_model, run_data
+from edgeskin.train.runs import load_run_model, run_data
 from edgeskin.card import ModelCard
 from edgeskin.train import train
 from edgeskin.explain.quality import cam_localisation

@@ -9,7 +9,7 @@ from conftest import TINY
 from edgeskin.benchmark.posthoc import fit_class_offsets, pick_tau
 from edgeskin.config import TrainConfig
 from edgeskin.errors import EdgeskinError
-from edgeskin.evaluate.metrics import balanced_accuracy
+from edgeskin.metrics import balanced_accuracy
 from edgeskin.train import train
 from edgeskin.train.engine import FocalLoss, make_loss, make_mixer
 

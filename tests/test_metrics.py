@@ -2,7 +2,7 @@ import numpy as np
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
 from edgeskin.data.records import HAM_LABELS
-from edgeskin.evaluate.metrics import classification_metrics, expected_calibration_error
+from edgeskin.metrics import classification_metrics, expected_calibration_error
 
 
 def _probs(pred, n_classes, conf=0.9):

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from conftest import full_killed_resumed, load_script, one_line_error, run_cli
-from edgeskin.config import PretrainConfig, TrainConfig, pretrain_config
+from edgeskin.config import PretrainConfig, TrainConfig
+from edgeskin.recipes import pretrain_config
 from edgeskin.data.split import read_manifest
 from edgeskin.errors import EdgeskinError
 from edgeskin.fileio import sha256_file

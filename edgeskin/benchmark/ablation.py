@@ -27,14 +27,15 @@ from edgeskin.benchmark.ablation_report import render_markdown
 from edgeskin.benchmark.posthoc import POST_LEVERS, clinical_of, fit_class_offsets, min_recall_of, pick_tau
 from edgeskin.benchmark.scored import Scored, ensemble_row, paired_bootstrap, seed_row  # noqa: F401  (re-exported)
 from edgeskin.card import ModelCard
-from edgeskin.config import TrainConfig, recipe_config
+from edgeskin.config import TrainConfig
+from edgeskin.recipes import recipe_config
 from edgeskin.data.bundle import LabelledImages
 from edgeskin.data.bundle import load_labelled
 from edgeskin.data.records import get_task
 from edgeskin.data.split import MANIFEST_FILE, Split, read_manifest, write_manifest
 from edgeskin.errors import EdgeskinError
-from edgeskin.evaluate.metrics import classification_metrics
-from edgeskin.evaluate.run import load_run_model, run_data
+from edgeskin.metrics import classification_metrics
+from edgeskin.train.runs import load_run_model, run_data
 from edgeskin.evaluate.shift import SHIFTS, shifted
 from edgeskin.fileio import atomic_path, sha256_file, write_json, write_text
 from edgeskin.train.checkpoint import CONFIG
@@ -80,7 +81,7 @@ class AblationConfig:
 # Step 1: one split for every run ---------------------------------------------------------------
 
 def shared_split(cfg: AblationConfig) -> Path:
-    from edgeskin.train.loop import prepare_data
+    from edgeskin.train.prepare import prepare_data
 
     path = Path(cfg.out) / MANIFEST_FILE
     if not path.is_file():

@@ -20,7 +20,7 @@ import numpy as np
 from edgeskin.benchmark.ablation import (AblationConfig, Lever, Scored, paired_bootstrap, run_ablation, run_images,
                                          score_run, seed_row)
 from edgeskin.card import ModelCard
-from edgeskin.config import recipe_config
+from edgeskin.recipes import recipe_config
 from edgeskin.data.bundle import load_labelled
 from edgeskin.data.records import Sample, get_task
 from edgeskin.data.split import MANIFEST_FILE, holdout_split, widen_to_groups, write_manifest

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from edgeskin.errors import EdgeskinError
-from edgeskin.evaluate.metrics import balanced_accuracy, expected_calibration_error, macro_auc
+from edgeskin.metrics import balanced_accuracy, expected_calibration_error, macro_auc
 from edgeskin.predict import softmax
 
 PEAK_SHAPE = (256, 64, 64)  # a 1x1 convolution C->C on an HxW map: C*C*H*W MACs (268M)

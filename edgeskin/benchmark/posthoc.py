@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 from edge_runtime.site import valid_recall
 
-from edgeskin.evaluate.metrics import balanced_accuracy
+from edgeskin.metrics import balanced_accuracy
 
 # R: a recall in (0, 1], e.g. min_recall=0.7. clinical_unrecorded: the same run's test images sent
 # with no context, so no prior (what leaving the fields empty costs); +min_recall=R: the operating

@@ -30,7 +30,7 @@ from edgeskin.benchmark.report import write_report
 from edgeskin.card import ModelCard
 from edgeskin.config import BenchmarkConfig
 from edgeskin.errors import EdgeskinError
-from edgeskin.evaluate.run import load_run_model, run_data
+from edgeskin.train.runs import load_run_model, run_data
 from edgeskin.extras import require, require_onnx2tf
 from edgeskin.predict import predict_logits
 

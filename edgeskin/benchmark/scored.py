@@ -8,7 +8,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from edgeskin.evaluate.metrics import balanced_accuracy, classification_metrics
+from edgeskin.metrics import balanced_accuracy, classification_metrics
 
 
 @dataclass(frozen=True)

@@ -28,10 +28,10 @@ from sklearn.model_selection import StratifiedGroupKFold
 from edgeskin.benchmark.ablation import AblationConfig, run_images
 from edgeskin.benchmark.holdout import HELD_FILE
 from edgeskin.card import ModelCard
-from edgeskin.config import recipe_config
+from edgeskin.recipes import recipe_config
 from edgeskin.data.split import MANIFEST_FILE
-from edgeskin.evaluate.metrics import balanced_accuracy
-from edgeskin.evaluate.run import load_run_model
+from edgeskin.metrics import balanced_accuracy
+from edgeskin.train.runs import load_run_model
 from edgeskin.export.calibrate import device_thresholds
 from edgeskin.fileio import write_json, write_text
 from edgeskin.predict import predict_logits, resolve_device

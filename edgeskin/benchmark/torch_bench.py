@@ -31,7 +31,7 @@ def main(argv=None) -> int:
     from edge_runtime.preprocess import model_pixels, normalize, open_rgb
     from edgeskin.cam import cam_to_heatmap, with_cam
     from edgeskin.card import ModelCard
-    from edgeskin.evaluate.run import load_run_model
+    from edgeskin.train.runs import load_run_model
 
     torch.set_num_threads(args.threads)
     t = time.perf_counter()

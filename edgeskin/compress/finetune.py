@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 
 from edgeskin.config import TrainConfig
 from edgeskin.data.bundle import LabelledImages
-from edgeskin.evaluate.metrics import quick_metrics
+from edgeskin.metrics import quick_metrics
 from edgeskin.predict import predict_logits, softmax
 from edgeskin.train.engine import (epoch_seed, lr_at, make_loader, make_loss, make_scaler, seed_everything,
                                    train_epoch)

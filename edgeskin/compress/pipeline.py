@@ -27,7 +27,7 @@ from edgeskin.compress.finetune import FineTuneSetup, finetune
 from edgeskin.compress.report import measure, write_summary
 from edgeskin.config import CompressConfig, TrainConfig
 from edgeskin.data.split import SPLITS
-from edgeskin.evaluate.run import load_run_model, run_data
+from edgeskin.train.runs import load_run_model, run_data
 from edgeskin.extras import require
 from edgeskin.fileio import sha256_file
 from edgeskin.models import model_for_card

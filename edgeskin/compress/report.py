@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from edgeskin.evaluate.metrics import classification_metrics, quick_metrics
+from edgeskin.metrics import classification_metrics, quick_metrics
 from edgeskin.fileio import write_json, write_text
 from edgeskin.predict import predict_logits, softmax
 

@@ -11,7 +11,7 @@ from typing import Any, Sequence
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from edgeskin.evaluate.metrics import balanced_accuracy
+from edgeskin.metrics import balanced_accuracy
 
 
 def _auc(is_pos: np.ndarray, score: np.ndarray) -> float | None:

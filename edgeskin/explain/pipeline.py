@@ -17,7 +17,7 @@ from edgeskin.data.images import load_image, to_rgb
 from edgeskin.data.readers import IMAGE_SUFFIXES
 from edgeskin.data.transforms import normalize
 from edgeskin.errors import EdgeskinError
-from edgeskin.evaluate.run import load_run_model
+from edgeskin.train.runs import load_run_model
 from edgeskin.explain.maps import check_method, heatmaps
 from edgeskin.explain.overlay import overlay, save_grid, save_png
 from edgeskin.predict import softmax

@@ -25,7 +25,7 @@ from edgeskin.cam import cam_to_heatmap, pearson
 from edgeskin.card import ModelCard
 from edgeskin.data.masks import lesion_masks
 from edgeskin.errors import EdgeskinError
-from edgeskin.evaluate.run import load_run_model, run_data
+from edgeskin.train.runs import load_run_model, run_data
 from edgeskin.explain.maps import check_method, energy_in_mask, heatmaps, pointing_game
 from edgeskin.export.validate import _normalised
 

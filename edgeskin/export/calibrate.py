@@ -29,7 +29,7 @@ import numpy as np
 
 from edge_runtime.site import recall_offset, risk_threshold
 from edgeskin.errors import EdgeskinError
-from edgeskin.evaluate.metrics import balanced_accuracy
+from edgeskin.metrics import balanced_accuracy
 
 MIN_IMAGES = 10
 REFER_SENSITIVITY = 0.9

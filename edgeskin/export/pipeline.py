@@ -21,7 +21,7 @@ import torch
 from edgeskin.card import ModelCard
 from edgeskin.config import ExportConfig
 from edgeskin.errors import EdgeskinError
-from edgeskin.evaluate.run import load_run_model, run_data
+from edgeskin.train.runs import load_run_model, run_data
 from edgeskin.export.convert import CAM, INPUT, LOGITS, SCORES, UNIT_PIXELS, Target, get_target
 from edgeskin.export.metadata import mediapipe_python
 from edgeskin.export.validate import validate

@@ -11,7 +11,7 @@ import torch
 
 from edgeskin.cam import cam_to_heatmap, pearson
 from edgeskin.data.transforms import normalize
-from edgeskin.evaluate.metrics import balanced_accuracy
+from edgeskin.metrics import balanced_accuracy
 from edgeskin.predict import predict_logits
 
 

@@ -59,7 +59,7 @@ class Members(nn.Module):
     With a gap_linear head over the concatenation whose weights are the members' [W_1 ... W_N] / N
     and whose bias is their mean, the logits are exactly the mean of the members' logits, and the
     head's CAM is the mean of their CAMs: an ensemble is one SkinClassifier, so export, the CAM head,
-    Grad-CAM and edge_runtime need nothing new (edgeskin.train.ensemble builds those weights).
+    Grad-CAM and edge_runtime need nothing new (edgeskin.ensemble.build builds those weights).
     """
 
     def __init__(self, nets: list[nn.Module]):

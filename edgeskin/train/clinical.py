@@ -31,7 +31,7 @@ from edgeskin.data.bundle import LabelledImages
 from edgeskin.data.records import Sample
 from edgeskin.data.split import Split
 from edgeskin.errors import EdgeskinError
-from edgeskin.evaluate.metrics import balanced_accuracy
+from edgeskin.metrics import balanced_accuracy
 from edgeskin.train import checkpoint as ckpt
 
 PRIOR_RULE = "balanced_log_loss"  # how the weight is picked; part of the ablation's score cache key
@@ -140,7 +140,7 @@ def add_prior(card: ModelCard, run_dir: Path, data: LabelledImages, split: Split
 
 def fit_run_prior(cfg: PriorConfig) -> ModelCard:
     """`edgeskin prior RUN`: the prior for a finished run, from its own data, split and best weights."""
-    from edgeskin.evaluate.run import load_run_model, run_data  # evaluate imports train
+    from edgeskin.train.runs import load_run_model, run_data  # torch: only this command needs it
     from edgeskin.predict import predict_logits, resolve_device
 
     run_dir = Path(cfg.run)

@@ -28,7 +28,7 @@ from edgeskin.config import TrainConfig
 from edgeskin.data.records import Sample
 from edgeskin.data.split import Split
 from edgeskin.errors import EdgeskinError
-from edgeskin.evaluate.run import load_run_model
+from edgeskin.train.runs import load_run_model
 from edgeskin.train import checkpoint as ckpt
 
 

@@ -31,12 +31,13 @@ from edgeskin.config import PretrainConfig, TrainConfig
 from edgeskin.data.split import MANIFEST_FILE, write_manifest
 from edgeskin.data.transforms import Augment, channel_stats, normalize, train_transform
 from edgeskin.errors import EdgeskinError
-from edgeskin.evaluate.metrics import quick_metrics
+from edgeskin.metrics import quick_metrics
 from edgeskin.extras import require
 from edgeskin.fileio import sha256_file, write_json
 from edgeskin.models import build_model
 from edgeskin.predict import amp_dtype, describe_device, predict_logits, resolve_device
 from edgeskin.train import checkpoint as ckpt
+from edgeskin.train.prepare import prepare_data
 from edgeskin.train.engine import epoch_seed, lr_at, make_scaler, replan, seed_everything
 from torchvision.transforms import v2  # after edgeskin.data.transforms, which loads the CPU-torch compat
 
@@ -120,8 +121,6 @@ def pretrain(cfg: PretrainConfig | None = None, resume: str | Path | None = None
     it: the epochs it finishes are the ones the uninterrupted run would have run."""
     require("edgeskin pretrain", "pretrain")  # lightly is an extra, since it brings pytorch_lightning along
     from lightly.loss import NTXentLoss
-
-    from edgeskin.train.loop import prepare_data
 
     if (cfg is None) == (resume is None):
         raise EdgeskinError("pass either a pre-training config or a run folder to resume, not both")

@@ -88,7 +88,7 @@ def _serve(args) -> None:
 
 
 def _calibrate(args) -> None:
-    from edge_runtime.site import calibrate
+    from edge_runtime.calibrate import calibrate
 
     p = calibrate(args.model, args.data, args.out, args.min_recall, args.site_name, args.threads,
                   verify=not args.no_verify)

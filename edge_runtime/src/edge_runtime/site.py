@@ -231,28 +231,3 @@ def read_profile(path, model_name: str, sha256: str, n_labels: int) -> dict:
     if point is not None and len(point["offsets"]) != n_labels:
         raise EdgeRuntimeError(f"{path}: {len(point['offsets'])} offsets for {n_labels} labels; write it again")
     return profile
-
-
-def calibrate(model, data, out, min_recall: float | None = None, site: str | None = None, threads: int = 4,
-              verify: bool = True) -> dict:
-    """Run the model on the site's labelled photos (a CSV path,label[,age,sex,site,lesion_id] or class
-    folders), fit a profile and write it to `out`. With a clinical prior in the card, the
-    thresholds are fitted on logits + prior, as predictions will be decided. Returns the profile as written."""
-    from edge_runtime.bench import label_indices, labelled_images
-    from edge_runtime.classifier import Classifier
-    from edge_runtime.preprocess import open_rgb
-
-    out, data = Path(out), Path(data)
-    check_min_recall(min_recall)  # before running every photo
-    if out.suffix != ".json":
-        raise EdgeRuntimeError(f"--out {out} should be a .json file, e.g. {out.with_suffix('.json').name}")
-    if not out.parent.is_dir():
-        raise EdgeRuntimeError(f"--out {out}: folder {out.parent} does not exist; create it first")
-    clf = Classifier.load(model, threads, verify)
-    items = labelled_images(data)
-    targets = label_indices(clf, items, data)
-    logits = np.stack([clf.raw(open_rgb(it.path), False, it.context)[0] for it in items]).astype(np.float64)
-    # A partly filled lesion_id column still groups the photos it names (it used to be ignored).
-    lesions = [it.lesion for it in items] if any(it.lesion for it in items) else None
-    profile = fit_profile(logits, targets, clf.artifact.card, min_recall, site or data.stem, str(data), lesions)
-    return write_profile(out, profile, clf.artifact.path.name, clf.artifact.sha256)

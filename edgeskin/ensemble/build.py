@@ -26,6 +26,7 @@ import torch
 from edgeskin.card import ModelCard
 from edgeskin.config import EnsembleConfig, EvalConfig
 from edgeskin.errors import EdgeskinError
+from edgeskin.evaluate import evaluate
 from edgeskin.fileio import atomic_dir, sha256_file
 from edgeskin.models import model_for_card
 from edgeskin.models.factory import count_params
@@ -120,7 +121,5 @@ def build_ensemble(cfg: EnsembleConfig) -> EnsembleResult:
         shutil.copyfile(runs[0] / ckpt.CONFIG, tmp / ckpt.CONFIG)  # data, seed, max_images: what run_data reads
         card.replace(num_params=count_params(model),
                      weights={"file": ckpt.BEST, "sha256": sha256_file(tmp / ckpt.BEST)}).save(tmp)
-    from edgeskin.evaluate import evaluate  # evaluate imports train
-
     evaluate(EvalConfig(run=str(target), split="val", bootstrap=cfg.bootstrap, device=cfg.device))
     return EnsembleResult(target, ModelCard.load(target))

@@ -22,14 +22,26 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from edgeskin.config import CHAINS, ChainConfig, EnsembleConfig
+from edgeskin.config import ChainConfig, EnsembleConfig, TrainConfig
 from edgeskin.data.split import MANIFEST_FILE, write_manifest
 from edgeskin.errors import EdgeskinError
 from edgeskin.fileio import write_json
+from edgeskin.recipes import CHAINS, recipe_config
 from edgeskin.train import checkpoint as ckpt
 
 CHAIN_CONFIG = "chain_config.json"
 SUMMARY = "chain.json"
+
+
+def run_config(cfg: ChainConfig, generation: int, seed: int, teachers: tuple[str, ...], split_manifest: str,
+               run_dir: Path) -> TrainConfig:
+    """The config of one run: generation `generation` (1-based), taught by `teachers`."""
+    given = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.overrides.items()}  # from JSON
+    if split_manifest:  # it lists the --max-images subset, one for all seeds (a run's own is per seed)
+        given["max_images"] = None
+    return recipe_config(cfg.recipe, {**given, "epochs": cfg.generations[generation - 1],
+                                      "seed": seed, "teacher": teachers, "split_manifest": split_manifest,
+                                      "project": str(run_dir.parent), "name": run_dir.name, "exist_ok": True})
 
 
 @dataclass(frozen=True)
@@ -90,9 +102,9 @@ def run_chain(cfg: ChainConfig | None = None, resume: str | Path | None = None) 
 
 def _start(cfg: ChainConfig) -> tuple[Path, Path]:
     """Steps 1-2: the first run's config is checked and the data split before the folder exists."""
-    from edgeskin.train.loop import check_options, prepare_data
+    from edgeskin.train.prepare import check_options, prepare_data
 
-    first = cfg.train_config(1, cfg.seeds[0], (), cfg.overrides.get("split_manifest") or "", Path(cfg.project))
+    first = run_config(cfg, 1, cfg.seeds[0], (), cfg.overrides.get("split_manifest") or "", Path(cfg.project))
     check_options(first)
     data, split = prepare_data(first)  # the user's --split-manifest, or a new split (seed: the first)
     chain_dir = ckpt.new_run_dir(cfg.project, cfg.name, cfg.exist_ok)
@@ -112,7 +124,7 @@ def _generation(cfg: ChainConfig, chain_dir: Path, g: int, teachers: tuple[str, 
     from edgeskin.card import ModelCard
     from edgeskin.train.reuse import train_side_by_side
 
-    configs = [cfg.train_config(g, s, teachers, manifest, chain_dir / f"g{g}-s{s}") for s in cfg.seeds]
+    configs = [run_config(cfg, g, s, teachers, manifest, chain_dir / f"g{g}-s{s}") for s in cfg.seeds]
     runs = tuple(str(p) for p in train_side_by_side(configs, cfg.parallel))
     scores = tuple(float(ModelCard.load(Path(r)).metrics["val"]["balanced_accuracy"]) for r in runs)
     if len(runs) == 1:
@@ -129,7 +141,7 @@ def _as_one(runs: tuple[str, ...], target: Path, clinical: bool, device: str):
     the recipe fits one (the members' do not carry over). One already written for these very
     weights (a resumed chain) is kept: rebuilding it would give the same card."""
     from edgeskin.card import ModelCard
-    from edgeskin.train.ensemble import build_ensemble
+    from edgeskin.ensemble.build import build_ensemble
 
     members = [ModelCard.load(Path(r)).weights["sha256"] for r in runs]
     if (target / "model_card.json").is_file():
