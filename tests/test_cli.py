@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -114,6 +115,20 @@ def test_synth_command_writes_a_readable_dataset(tmp_path):
     images = sorted((tmp_path / "s" / "images").iterdir())
     assert len(images) == 12 and Image.open(images[0]).size == (80, 60)
     assert "--n 0" in one_line_error(run_cli("synth", tmp_path / "t", "--n", "0"))
+
+
+def test_synth_labels_csv_is_what_the_device_tools_read(tmp_path):
+    """`edgeskin synth` also writes labels.csv (path,label,lesion_id), so the README's
+    `edge_runtime benchmark/calibrate --data` lines run on it as written."""
+    import csv
+
+    from edge_runtime.bench import labelled_images
+
+    run_cli("synth", tmp_path / "s", "--n", "12", "--size", "60x80", check=True)
+    meta = {r["image_id"]: r["dx"] for r in csv.DictReader(open(tmp_path / "s" / "synthetic_metadata.csv"))}
+    items = labelled_images(tmp_path / "s" / "labels.csv")
+    assert len(items) == 12 and all(Path(it.path).is_file() for it in items)
+    assert {Path(it.path).stem: it.label for it in items} == meta
 
 
 def test_cuda_request_without_gpu_is_a_clear_error():
