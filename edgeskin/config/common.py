@@ -49,3 +49,17 @@ def raise_first_failed(checks: list[tuple[bool, str]]) -> None:
     for ok, message in checks:
         if not ok:
             raise EdgeskinError(f"invalid {message}")
+
+
+class Resumable:
+    """A config saved in its run folder as config.json and read back by `--resume`. Each subclass
+    names its command (`_command`, a plain class attribute, so not a dataclass field)."""
+
+    _command = ""
+
+    def save(self, path: Path) -> None:
+        save_config(self, path)
+
+    @classmethod
+    def load(cls, path: Path):
+        return load_saved(cls, path, cls._command)

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from edgeskin.config.common import load_saved, raise_first_failed, save_config
+from edgeskin.config.common import Resumable, raise_first_failed
 
 
 @dataclass(frozen=True)
@@ -25,9 +24,10 @@ CHAIN_SETS = ("epochs", "seed", "teacher", "project", "name", "exist_ok")
 
 
 @dataclass(frozen=True)
-class ChainConfig:
+class ChainConfig(Resumable):
     """`edgeskin chain`: generations of runs, each generation's runs (one per seed) distilled from
     all of the one before (edgeskin.ensemble.chain). `overrides`: TrainConfig fields over the recipe's."""
+    _command = "chain"
     recipe: str | None = None
     overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
     generations: tuple[int, ...] = ()  # epochs of each generation (edgeskin.ensemble.chain.chain_config)
@@ -48,9 +48,3 @@ class ChainConfig:
             (self.parallel >= 1, f"--parallel {self.parallel}; use 1 or more runs at once"),
         ])
 
-    def save(self, path: Path) -> None:
-        save_config(self, path)
-
-    @classmethod
-    def load(cls, path: Path) -> "ChainConfig":
-        return load_saved(cls, path, "chain")

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from edgeskin.config.common import load_saved, raise_first_failed, save_config, shared_checks
+from edgeskin.config.common import Resumable, raise_first_failed, shared_checks
 
 BALANCE_MODES = ("sampler", "loss", "none")
 LOSSES = ("ce", "balanced_softmax", "focal")
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(Resumable):
+    _command = "train"
     data: str | tuple[str, ...] = "synthetic"  # several: pooled sources (each image tagged with its source)
     task: str = "multiclass"
     label_map: tuple[str, ...] = ()  # SOURCE=LABEL pairs, e.g. ("scc=akiec",): a source's extra diagnoses
@@ -89,20 +89,15 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def save(self, path: Path) -> None:
-        save_config(self, path)
-
-    @classmethod
-    def load(cls, path: Path) -> "TrainConfig":
-        return load_saved(cls, path, "train")
 
 
 @dataclass(frozen=True)
-class PretrainConfig:
+class PretrainConfig(Resumable):
     """`edgeskin pretrain`: SimCLR on the train side of the split (edgeskin.train.pretrain). The
     data, backbone, input size, colour constancy and split fields mean what they mean in
     TrainConfig, and must match the `edgeskin train` run that starts from the weights (several
     sources, label map and held-out source included)."""
+    _command = "pretrain"
     data: str | tuple[str, ...] = "synthetic"
     task: str = "multiclass"
     label_map: tuple[str, ...] = ()
@@ -135,12 +130,6 @@ class PretrainConfig:
             (0.01 <= self.crop_scale <= 1, f"--crop-scale {self.crop_scale}; use a fraction in [0.01, 1]"),
         ] + shared_checks(self))
 
-    def save(self, path: Path) -> None:
-        save_config(self, path)
-
-    @classmethod
-    def load(cls, path: Path) -> "PretrainConfig":
-        return load_saved(cls, path, "pretrain")
 
 
 @dataclass(frozen=True)
