@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from edgeskin.benchmark.artifacts import exported_card, int8_tflite
-from edgeskin.benchmark.scored import paired_delta
+from edgeskin.benchmark.scored import paired_delta, seed_mean_ci
 from edgeskin.card import ModelCard
 from edgeskin.recipes import recipe_config
 from edgeskin.data.bundle import load_labelled
@@ -87,14 +87,8 @@ def run_config(args, row: str, seed: int, holdout: str | None):
                                   "name": name, "exist_ok": True})
 
 
-def logits_on(run: Path, external: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(labels, logits, sources) of the run's test side, or of all of `external`."""
-    y, logits, sources, _ = scores_on(run, external)
-    return y, logits, sources
-
-
 def scores_on(run: Path, external: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """logits_on plus each image's id; cached in the run folder (keyed by the checkpoint's mtime) so
+    """(labels, logits, sources, ids) of the run's test side, or of all of `external`; cached in the run folder (keyed by the checkpoint's mtime) so
     the paired comparison between rows (step 4) needs no re-inference."""
     cache = run / "scores" / f"{'test' if external is None else Path(external).name}.npz"
     stamp = (run / "best.pt").stat().st_mtime_ns if (run / "best.pt").is_file() else 0
@@ -132,16 +126,10 @@ def _infer(run: Path, external: str | None) -> tuple[np.ndarray, np.ndarray, np.
 def summarise(y: np.ndarray, per_seed: list[np.ndarray], labels, n_boot: int = 1000) -> dict[str, Any]:
     """Seed-mean figures on one test set, with a bootstrap 95% CI of the seed-mean balanced accuracy."""
     figs = [deployment_figures(y, lg, labels, "mel") for lg in per_seed]
-    preds = [lg.argmax(1) for lg in per_seed]
-    rng = np.random.default_rng(0)
-    boot = []
-    for _ in range(n_boot):
-        idx = rng.integers(0, len(y), len(y))
-        boot.append(np.mean([balanced_accuracy(y[idx], p[idx]) for p in preds]))
     mean = lambda key: float(np.mean([f[key] for f in figs])) if all(f[key] is not None for f in figs) else None  # noqa: E731
     return {"n": int(len(y)), "classes": figs[0]["classes_present"],
             "balanced_accuracy": mean("balanced_accuracy_present"),
-            "balanced_accuracy_ci95": [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))],
+            "balanced_accuracy_ci95": seed_mean_ci(y, [lg.argmax(1) for lg in per_seed], n_boot),
             "balanced_accuracy_restricted": mean("balanced_accuracy_restricted"),
             "per_seed": [round(f["balanced_accuracy_present"], 4) for f in figs],
             "mel_auc": mean("mel_auc"), "mel_recall": mean("mel_sensitivity"), "mel_specificity": mean("mel_specificity"),
@@ -156,7 +144,7 @@ def score_row(args, row: str) -> list[dict[str, Any]]:
         found: dict[str, tuple[np.ndarray, list[np.ndarray]]] = {}
         for run in runs:
             for data in (None, args.isic):
-                y, lg, src = logits_on(run, data)
+                y, lg, src, _ = scores_on(run, data)
                 for name in dict.fromkeys(src.tolist()):
                     keep = src == name
                     found.setdefault(name, (y[keep], []))[1].append(lg[keep])
@@ -166,7 +154,7 @@ def score_row(args, row: str) -> list[dict[str, Any]]:
         tests, val = {}, []
         for held in args.holdouts:
             runs = [train_or_reuse(run_config(args, row, s, held)) for s in args.seeds]
-            scored = [logits_on(run) for run in runs]
+            scored = [scores_on(run) for run in runs]
             tests[held] = ((scored[0][0], [s[1] for s in scored]), runs)
             val += [ModelCard.load(run).metrics["val"]["balanced_accuracy"] for run in runs]
     for held, ((y, per_seed), runs) in tests.items():
@@ -227,7 +215,7 @@ def paired_rows(args, rows: list[dict[str, Any]], baseline: str = "ham-only", n_
 
 
 def tflite_logits(run: Path, tflite: Path, external: str | None = None):
-    """The int8 file's logits through LiteRT, on the same images as logits_on, plus the file's card."""
+    """The int8 file's logits through LiteRT, on the same images as scores_on, plus the file's card."""
     from edgeskin.export.tflite import LiteRTRunner
     from edgeskin.export.validate import run_artifact
 

@@ -28,8 +28,11 @@ def seed_row(s: Scored, positive: str = "mel") -> dict[str, Any]:
 
 def paired_bootstrap(scored: Sequence[Scored], n: int, seed: int = 0) -> list[float]:
     """95% interval of the seed-mean balanced accuracy, resampling the same test images for each seed."""
-    y = scored[0].targets
-    preds = [s.probs.argmax(1) for s in scored]
+    return seed_mean_ci(scored[0].targets, [s.probs.argmax(1) for s in scored], n, seed)
+
+
+def seed_mean_ci(y: np.ndarray, preds: Sequence[np.ndarray], n: int, seed: int = 0) -> list[float]:
+    """paired_bootstrap on per-seed predicted labels aligned with `y`."""
     rng = np.random.default_rng(seed)
     means = []
     for _ in range(n):
