@@ -13,12 +13,17 @@ from edgeskin.recipes import CHAINS, RECIPES
 from edge_runtime.preprocess import CONSTANCY
 
 from edgeskin.cli_options import TASK_CHOICES, TRAINING, parse_data, parse_ints, parse_size, with_options
-from edgeskin.errors import EdgeskinError
+from edgeskin.errors import EdgeskinError, one_line
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="edgeskin")
-def cli() -> None:
+@click.option("--debug", is_flag=True, help="Show the full traceback of an error instead of its one line.")
+def cli(debug) -> None:
     """Train, evaluate and deploy an explainable skin-lesion classifier."""
+    _DEBUG[0] = debug
+
+
+_DEBUG = [False]  # set by the group's --debug before any command runs; read by main()
 
 
 @cli.command()
@@ -313,15 +318,20 @@ def recipes() -> None:
         click.echo(f"{name:20s} {(fn.__doc__ or '').strip().splitlines()[0]}{chain}")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """The console script: every error a user can cause ends as one `error:` line and exit code 2
+    (an unexpected one as one line and exit 1), with the traceback only under --debug."""
     try:
-        cli.main(standalone_mode=False)
-    except EdgeskinError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
+        cli.main(args=argv, prog_name="edgeskin", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
+    except Exception as exc:
+        if _DEBUG[0]:
+            raise
+        code, message = one_line(exc)
+        click.echo(f"error: {message}", err=True)
+        sys.exit(code)

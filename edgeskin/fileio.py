@@ -11,24 +11,9 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-_UMASK = os.umask(0)
-os.umask(_UMASK)
+from edge_runtime.atomic import UMASK, atomic_path
 
-
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; rename it over `path` only if the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; results should get normal permissions
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+__all__ = ["atomic_path", "atomic_dir", "write_text", "write_json", "sha256_file"]
 
 
 @contextlib.contextmanager
@@ -38,7 +23,7 @@ def atomic_dir(path: str | os.PathLike, replace: bool = False) -> Iterator[Path]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes 0700
+    os.chmod(tmp, 0o777 & ~UMASK)  # mkdtemp makes 0700
     try:
         yield tmp
         if replace and path.exists():

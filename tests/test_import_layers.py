@@ -25,7 +25,8 @@ LAYERS = ("edge_runtime", "core", "data", "models", "train", "evaluate", "ensemb
 TOP_LEVEL = {"edgeskin": "core", "_compat": "core", "errors": "core", "fileio": "core", "extras": "core",
              "card": "core", "config": "core", "metrics": "core", "recipes": "core",
              "predict": "models", "cam": "models",
-             "cli": "top", "cli_options": "top", "pipeline": "top", "__main__": "top"}
+             "cli": "top", "cli_options": "top", "pipeline": "top", "__main__": "top",
+             "reliability": "top"}  # drives the command lines, so it sits above them
 
 
 def modules() -> dict[str, Path]:

@@ -161,11 +161,17 @@ def _index_images(root: Path) -> dict[str, Path]:
     return index
 
 
-def _age(value: str) -> float | None:
+def _age(value: str, where: str) -> float | None:
+    """Years, or None when the cell is empty; anything else is the user's typo, not a missing age."""
     try:
-        return float(value) if value else None
+        age = float(value) if value else None
     except ValueError:
-        return None
+        raise EdgeskinError(f"{where}: age {value!r} is not a number of years; write e.g. 55 or leave it empty") from None
+    if age is not None and not 0 <= age <= 130:
+        if age != age:  # NaN, as pandas writes an empty cell
+            return None
+        raise EdgeskinError(f"{where}: age {value!r} is outside 0-130 years; fix the row or leave it empty")
+    return age
 
 
 def _read_ham(csv_path: Path, root: Path) -> DataSource:
@@ -183,7 +189,7 @@ def _read_ham(csv_path: Path, root: Path) -> DataSource:
                 "add the image or remove its row"
             )
         samples.append(Sample(img, r["image_id"], r["dx"], r["lesion_id"] or r["image_id"],
-                              _age(r.get("age", "")), r.get("sex") or None, r.get("localization") or None,
+                              _age(r.get("age", ""), f"{csv_path}:{i}"), r.get("sex") or None, r.get("localization") or None,
                               r.get("source") or default))
     synth = (root / synthetic.MARKER_FILE).is_file()
     duplicates = root / DUPLICATES_FILE
@@ -229,7 +235,7 @@ def _read_manifest(csv_path: Path) -> DataSource:
             raise EdgeskinError(f"image {str(img)!r} listed in {csv_path}:{i} does not exist; fix the path")
         image_id = img.stem
         samples.append(Sample(img, image_id, r["label"], r.get("lesion_id") or image_id,
-                              _age(r.get("age", "")), r.get("sex") or None, r.get("site") or None,
+                              _age(r.get("age", ""), f"{csv_path}:{i}"), r.get("sex") or None, r.get("site") or None,
                               r.get("source") or csv_path.stem))
     return DataSource(tuple(samples), "manifest", csv_path.resolve(), False)
 

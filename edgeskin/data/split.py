@@ -65,6 +65,12 @@ def _one_fold(y: np.ndarray, groups: np.ndarray, fraction: float, seed: int) -> 
             f"only {len(np.unique(groups))} distinct lesions: too few for a {fraction:.0%} held-out split; "
             "add images or lower --val-fraction/--test-fraction"
         )
+    largest = int(np.bincount(y).max())
+    if largest < n_splits:  # StratifiedGroupKFold's own ValueError does not say what to do
+        raise EdgeskinError(
+            f"the largest class has only {largest} images: too few for a {fraction:.0%} held-out split "
+            f"(it needs at least {n_splits}); add images or raise --val-fraction/--test-fraction"
+        )
     with warnings.catch_warnings():  # rare classes with fewer lesions than folds are expected
         warnings.simplefilter("ignore", UserWarning)
         sgkf = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)

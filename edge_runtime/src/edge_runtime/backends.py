@@ -55,15 +55,24 @@ class LiteRTBackend:
 
     def __init__(self, path: Path, threads: int = 4):
         interpreter, self.package = _litert_interpreter()
-        with _captured_stderr() as log:
-            self.interpreter = interpreter(model_path=str(path), num_threads=threads)
-            self.interpreter.allocate_tensors()
+        try:
+            with _captured_stderr() as log:
+                self.interpreter = interpreter(model_path=str(path), num_threads=threads)
+                self.interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:  # a truncated file, or bytes that are not a flatbuffer
+            raise EdgeRuntimeError(f"{Path(path).name} is not a loadable .tflite model ({exc}); copy the "
+                                   "whole file again or re-run `edgeskin export`") from None
         self.delegate = "XNNPACK" if "XNNPACK" in log.get("text", "") else "built-in CPU kernels"
         self.threads = threads
         self.input = self.interpreter.get_input_details()[0]
         outputs = self.interpreter.get_output_details()
-        self.scores = next(d for d in outputs if len(d["shape"]) == 2)
+        self.scores = next((d for d in outputs if len(d["shape"]) == 2), None)
+        if self.scores is None:
+            shapes = [list(d["shape"]) for d in outputs]
+            raise EdgeRuntimeError(f"{Path(path).name} outputs {shapes}, no [1, classes] scores: it is not a "
+                                   "classifier (a segmenter?); pass a classifier exported by `edgeskin export`")
         self.cam = next((d for d in outputs if len(d["shape"]) == 4), None)
+        self.n_scores = int(self.scores["shape"][1])
 
     @property
     def input_dtype(self) -> str:
@@ -99,11 +108,16 @@ class OnnxBackend:
         options.intra_op_num_threads = threads
         options.log_severity_level = 3
         providers = [p for p in self.PREFERRED if p in ort.get_available_providers()]
-        self.session = ort.InferenceSession(str(path), options, providers=providers)
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=providers)
+        except Exception as exc:  # onnxruntime's InvalidProtobuf, Fail...: not one base class to name
+            raise EdgeRuntimeError(f"{Path(path).name} is not a loadable .onnx model ({type(exc).__name__}); copy "
+                                   "the whole file again or re-run `edgeskin export`") from None
         self.package, self.threads = f"onnxruntime {ort.__version__}", threads
         self.delegate = self.session.get_providers()[0]
         self.input_dtype = "float32"
         self.names = [o.name for o in self.session.get_outputs()]
+        self.n_scores = self.session.get_outputs()[0].shape[-1]
 
     def run(self, x: np.ndarray, with_cam: bool = True):
         wanted = self.names if with_cam else self.names[:1]

@@ -81,7 +81,7 @@ def labelled_images(data: Path) -> list[LabelledPhoto]:
     """A CSV with `path,label` columns (paths relative to it; optional `age,sex,site` give each
     photo's clinical context, optional `lesion_id` its lesion), or a folder of class folders."""
     if data.is_file():
-        with open(data, newline="") as f:
+        with open(data, newline="", encoding="utf-8-sig") as f:  # -sig: a spreadsheet's byte-order mark
             reader = csv.DictReader(f)
             rows = list(reader)
         columns = set(reader.fieldnames or ())

@@ -17,6 +17,7 @@ from edge_runtime.heatmap import overlay, to_heatmap
 from edge_runtime.preprocess import CONSTANCY, ImageLike, model_pixels, normalize, open_rgb
 from edge_runtime.site import read_profile
 
+CLASSIFIER_TASKS = ("multiclass", "binary")  # edgeskin's classification tasks (edgeskin.data.records.TASKS)
 DISCLAIMER = ("Decision support only, not a diagnosis. A dermatologist must examine any lesion that "
               "changes, bleeds, itches or worries the patient, whatever this result says.")
 
@@ -83,9 +84,18 @@ class Classifier:
             raise EdgeRuntimeError(f"{artifact.path}: its card asks for color_constancy "
                                    f"{artifact.color_constancy!r}; this edge_runtime knows {list(CONSTANCY)} "
                                    "(upgrade edgeskin-runtime)")
+        task = artifact.card.get("task", "multiclass")
+        if task not in CLASSIFIER_TASKS:
+            raise EdgeRuntimeError(f"{artifact.path.name} is a {task!r} model; predict, benchmark and serve need a "
+                                   f"classifier (task {' or '.join(CLASSIFIER_TASKS)})")
+        backend = open_backend(artifact.path, threads)
+        if isinstance(backend.n_scores, int) and backend.n_scores != len(artifact.labels):
+            raise EdgeRuntimeError(f"{artifact.path.name} outputs {backend.n_scores} class scores but its card "
+                                   f"lists {len(artifact.labels)} labels: the card belongs to another model; copy "
+                                   "the card JSON exported with this file")
         profile = None if site is None else read_profile(site, artifact.path.name, artifact.sha256,
                                                          len(artifact.labels))
-        return cls(artifact, open_backend(artifact.path, threads), profile)
+        return cls(artifact, backend, profile)
 
     @property
     def describe(self) -> dict:

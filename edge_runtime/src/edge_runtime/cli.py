@@ -7,7 +7,8 @@ import json
 import sys
 from pathlib import Path
 
-from edge_runtime.errors import EdgeRuntimeError
+from edge_runtime.atomic import atomic_path
+from edge_runtime.errors import EdgeRuntimeError, one_line
 
 
 def _predict(args) -> None:
@@ -22,9 +23,8 @@ def _predict(args) -> None:
         row = {"image": image, **p.to_dict()}
         if args.cam_out and p.heatmap is not None:
             out = Path(args.cam_out) / f"{Path(image).stem}_cam.png"
-            tmp = out.with_name(f".{out.name}.tmp")
-            p.overlay().save(tmp, format="PNG")
-            tmp.replace(out)  # never a half-written PNG
+            with atomic_path(out) as tmp:  # never a half-written PNG
+                p.overlay().save(tmp, format="PNG")
             row["heatmap_png"] = str(out)
         if args.json:
             print(json.dumps(row))
@@ -129,6 +129,7 @@ def _calibrate(args) -> None:
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="edge_runtime", description="Skin-lesion classification with a heatmap, "
                                  "on the device. Decision support only, not a diagnosis.")
+    ap.add_argument("--debug", action="store_true", help="show the full traceback of an error instead of its one line")
     sub = ap.add_subparsers(dest="command", required=True)
     p = sub.add_parser("predict", help="rank the classes for each image; optionally write heatmap overlays")
     p.add_argument("model")
@@ -178,13 +179,19 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    """Every error ends as one `error:` line: exit 2 for input the user can fix (or a path the OS
+    refused), exit 1 for a bug; the traceback only under --debug."""
     args = parser().parse_args(argv)
     if args.threads < 1:
         print(f"error: --threads {args.threads} must be at least 1", file=sys.stderr)
         return 2
     try:
         args.run(args)
-    except EdgeRuntimeError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except Exception as exc:
+        if args.debug:
+            raise
+        code, message = one_line(exc)
+        print(f"error: {message}", file=sys.stderr)
+        return code
     return 0
+

@@ -7,6 +7,7 @@ training and the device cannot drift apart.
 from __future__ import annotations
 
 import io
+import warnings
 from pathlib import Path
 from typing import Union
 
@@ -16,6 +17,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from edge_runtime.errors import EdgeRuntimeError
 
 MAX_PIXELS = 100_000_000  # refuse decompression bombs before decoding (~10k x 10k)
+MIN_SIDE = 16  # smaller is a thumbnail or an icon, never a photo of a lesion
+MAX_ASPECT = 8.0  # wider is a strip or a banner: resized to the model's input it would be noise
 ImageLike = Union[str, Path, bytes, Image.Image, np.ndarray]
 
 
@@ -33,14 +36,30 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+def _check_size(width: int, height: int, name: str) -> None:
+    if width * height > MAX_PIXELS:
+        raise EdgeRuntimeError(f"{name} is {width}x{height} pixels, above the {MAX_PIXELS:,} limit; downscale it first")
+    if min(width, height) < MIN_SIDE:
+        raise EdgeRuntimeError(f"{name} is {width}x{height} pixels; a lesion photo needs at least {MIN_SIDE} "
+                               "pixels on each side")
+    if max(width, height) > MAX_ASPECT * min(width, height):
+        raise EdgeRuntimeError(f"{name} is {width}x{height} pixels, more than {MAX_ASPECT:g} times wider than "
+                               "tall (or taller than wide); crop it around the lesion")
+
+
+def _checked(img: Image.Image, name: str) -> Image.Image:
+    _check_size(img.width, img.height, name)
+    return img
+
+
 def open_rgb(image: ImageLike, name: str = "image") -> Image.Image:
     """Any accepted input -> an RGB PIL image at its own resolution (checked, pixel-limited)."""
     if isinstance(image, np.ndarray):
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise EdgeRuntimeError(f"{name}: arrays must be uint8 H x W x 3 RGB, got {image.dtype} {image.shape}")
-        return Image.fromarray(image)
+        return _checked(Image.fromarray(image), name)
     if isinstance(image, Image.Image):
-        return to_rgb(image)
+        return _checked(to_rgb(image), name)
     if isinstance(image, (str, Path)):
         name = str(image)
         try:
@@ -48,12 +67,14 @@ def open_rgb(image: ImageLike, name: str = "image") -> Image.Image:
         except OSError as exc:
             raise EdgeRuntimeError(f"cannot read {name} ({exc.strerror}); check the path") from None
     try:
-        with Image.open(io.BytesIO(image)) as img:
-            if img.width * img.height > MAX_PIXELS:
-                raise EdgeRuntimeError(f"{name} is {img.width}x{img.height} pixels, above the "
-                                       f"{MAX_PIXELS:,} limit; downscale it first")
-            img.load()
-            return to_rgb(img)
+        with warnings.catch_warnings():  # PIL's own bomb warning: MAX_PIXELS below decides, in one line
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(image)) as img:
+                _check_size(img.width, img.height, name)
+                img.load()
+                return _checked(to_rgb(img), name)
+    except Image.DecompressionBombError:
+        raise EdgeRuntimeError(f"{name} has more than {MAX_PIXELS:,} pixels; downscale it first") from None
     except UnidentifiedImageError:
         raise EdgeRuntimeError(f"{name} is not an image (JPEG, PNG, ...); send a photo of the lesion") from None
     except (OSError, SyntaxError, ValueError) as exc:

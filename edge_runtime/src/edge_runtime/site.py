@@ -26,14 +26,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from edge_runtime.atomic import atomic_path
 from edge_runtime.errors import EdgeRuntimeError
 
 PROFILE_KIND = "edge_runtime site profile"
@@ -200,14 +199,8 @@ def write_profile(path: Path, profile: dict, model_file: str, sha256: str) -> di
     returns the profile as written."""
     path = Path(path)
     body = {**profile, "model": {"file": model_file, "sha256": sha256}}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent if str(path.parent) else ".")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(body, f, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(body, indent=2), encoding="utf-8")
     return body
 
 
