@@ -136,6 +136,13 @@ def _csv_header(path: Path) -> list[str]:
 
 
 def _rows(path: Path, required: tuple[str, ...]) -> list[dict[str, str]]:
+    try:
+        return _read_rows(path, required)
+    except UnicodeDecodeError as exc:  # the header was UTF-8, a later row is not
+        raise EdgeskinError(f"{path} is not a UTF-8 text CSV (byte {exc.start}); export it as CSV (UTF-8)") from None
+
+
+def _read_rows(path: Path, required: tuple[str, ...]) -> list[dict[str, str]]:
     with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
         fields = [h.strip() for h in reader.fieldnames or []]

@@ -14,6 +14,7 @@ import io
 import json
 import os
 import shutil
+import threading
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field, replace
@@ -21,7 +22,6 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from PIL import Image
 
 from edgeskin.reliability import samples as mk
 
@@ -269,6 +269,21 @@ CASES: list[Case] = [
 ]
 
 
+def run_matrix(s: Subjects, cases: list[Case] | None = None) -> list[Outcome]:
+    """Every case, with `edge_runtime serve` on s.model in a thread for the web ones."""
+    from edge_runtime.server import make_server
+
+    server = make_server(s.model, port=0, threads=1)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        s = replace(s, server=f"http://127.0.0.1:{server.server_address[1]}")
+        with contextlib.redirect_stdout(io.StringIO()):  # the server's request log
+            return [run_case(c, s) for c in (CASES if cases is None else cases)]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def summary(outcomes: list[Outcome]) -> dict:
     """The report's view: how many kinds, how many passed, and each failure's message."""
     return {"bad_input_kinds": len(outcomes), "bad_input_passed": sum(o.passed for o in outcomes),
@@ -276,10 +291,3 @@ def summary(outcomes: list[Outcome]) -> dict:
             "failures": [{"name": o.name, "code": o.code, "message": o.message, "left_behind": o.left_behind}
                          for o in outcomes if not o.passed]}
 
-
-def photo_like(path: Path, size=(200, 150)) -> Path:
-    """A small lesion-like photo (for callers that have none)."""
-    rng = np.random.default_rng(0)
-    arr = rng.integers(120, 200, (size[1], size[0], 3), dtype=np.uint8)
-    Image.fromarray(arr).save(path, quality=90)
-    return path

@@ -12,10 +12,12 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-# Fault injection for the kill tests (benchmarks/reliability.py, tests/test_faults.py): a process
-# whose environment names a file here SIGKILLs itself after that file's temp copy is written and
-# synced and before the rename - the moment a non-atomic writer would leave a torn file behind.
+# Fault injection for the kill tests (edgeskin.reliability.faults): a process whose environment
+# names a file here ("last.pt", or "last.pt:2" for its second write) SIGKILLs itself after that
+# file's temp copy is written and synced and before the rename - the moment a non-atomic writer
+# would leave a torn file behind.
 KILL_BEFORE_RENAME = "EDGESKIN_FAULT_KILL_BEFORE_RENAME"
+_commits: dict[str, int] = {}
 
 UMASK = os.umask(0)
 os.umask(UMASK)
@@ -25,10 +27,18 @@ def commit(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
     """Make the fully written `tmp` durable, then atomically put it at `path`."""
     with open(tmp, "rb") as f:  # flushes the data to the disk before the name points at it
         os.fsync(f.fileno())
-    if Path(path).name in os.environ.get(KILL_BEFORE_RENAME, "").split(","):
-        os.kill(os.getpid(), signal.SIGKILL)
+    if os.environ.get(KILL_BEFORE_RENAME):
+        _maybe_kill(Path(path).name)
     os.replace(tmp, path)
     _fsync_dir(Path(path).parent)
+
+
+def _maybe_kill(name: str) -> None:
+    _commits[name] = _commits.get(name, 0) + 1
+    for spec in os.environ[KILL_BEFORE_RENAME].split(","):
+        target, _, nth = spec.partition(":")
+        if target == name and _commits[name] == int(nth or 1):
+            os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _fsync_dir(folder: Path) -> None:

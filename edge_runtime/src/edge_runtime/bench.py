@@ -81,13 +81,19 @@ def labelled_images(data: Path) -> list[LabelledPhoto]:
     """A CSV with `path,label` columns (paths relative to it; optional `age,sex,site` give each
     photo's clinical context, optional `lesion_id` its lesion), or a folder of class folders."""
     if data.is_file():
-        with open(data, newline="", encoding="utf-8-sig") as f:  # -sig: a spreadsheet's byte-order mark
-            reader = csv.DictReader(f)
-            rows = list(reader)
+        try:
+            with open(data, newline="", encoding="utf-8-sig") as f:  # -sig: a spreadsheet's byte-order mark
+                reader = csv.DictReader(f)
+                rows = list(reader)
+        except UnicodeDecodeError as exc:
+            raise EdgeRuntimeError(f"{data} is not a UTF-8 text CSV (byte {exc.start}); save it as CSV UTF-8") from None
         columns = set(reader.fieldnames or ())
         if not {"path", "label"} <= columns:
             raise EdgeRuntimeError(f"{data} needs a header with `path` and `label` columns")
         has_context = bool({"age", "sex", "site"} & columns)
+        for i, r in enumerate(rows, start=2):
+            if not r.get("path") or not r.get("label"):  # a short row leaves its last cells None
+                raise EdgeRuntimeError(f"{data}:{i} has no path or no label; fill them in or drop the row")
         return [LabelledPhoto(data.parent / r["path"], r["label"],
                               Context(_age(r.get("age") or "", f"{data}:{i}"), r.get("sex") or None,
                                       r.get("site") or None) if has_context else None,

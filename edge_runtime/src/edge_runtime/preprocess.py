@@ -7,6 +7,7 @@ training and the device cannot drift apart.
 from __future__ import annotations
 
 import io
+import logging
 import warnings
 from pathlib import Path
 from typing import Union
@@ -16,6 +17,11 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from edge_runtime.errors import EdgeRuntimeError
 
+# PIL logs some refusals (a TIFF's sample count) as errors before raising; that exception becomes
+# our one-line error, so the log line is a duplicate. A NullHandler keeps Python's last-resort
+# handler from printing it, and an application that configures logging still receives it.
+logging.getLogger("PIL").addHandler(logging.NullHandler())
+
 MAX_PIXELS = 100_000_000  # refuse decompression bombs before decoding (~10k x 10k)
 MIN_SIDE = 16  # smaller is a thumbnail or an icon, never a photo of a lesion
 MAX_ASPECT = 8.0  # wider is a strip or a banner: resized to the model's input it would be noise
@@ -24,7 +30,9 @@ ImageLike = Union[str, Path, bytes, Image.Image, np.ndarray]
 
 def to_rgb(img: Image.Image) -> Image.Image:
     """RGB from any PIL mode: EXIF orientation applied, alpha dropped onto white, 16-bit scaled to 8-bit."""
-    img = ImageOps.exif_transpose(img)
+    with warnings.catch_warnings():  # corrupt EXIF: the orientation is unknown, keep the pixels as stored
+        warnings.simplefilter("ignore", UserWarning)
+        img = ImageOps.exif_transpose(img)
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
         arr = np.asarray(img, dtype=np.float64)
         scale = 65535.0 if arr.max() > 255 else 255.0
@@ -67,17 +75,21 @@ def open_rgb(image: ImageLike, name: str = "image") -> Image.Image:
         except OSError as exc:
             raise EdgeRuntimeError(f"cannot read {name} ({exc.strerror}); check the path") from None
     try:
-        with warnings.catch_warnings():  # PIL's own bomb warning: MAX_PIXELS below decides, in one line
+        with warnings.catch_warnings():
+            # A decoder's warning ("Truncated File Read") means a damaged file: refuse it, in one
+            # line. PIL's bomb warning is not one: MAX_PIXELS decides that.
+            warnings.simplefilter("error", UserWarning)
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(image)) as img:
-                _check_size(img.width, img.height, name)
-                img.load()
-                return _checked(to_rgb(img), name)
+            img = Image.open(io.BytesIO(image))
+            _check_size(img.width, img.height, name)
+            img.load()
+        with img:
+            return _checked(to_rgb(img), name)
     except Image.DecompressionBombError:
         raise EdgeRuntimeError(f"{name} has more than {MAX_PIXELS:,} pixels; downscale it first") from None
     except UnidentifiedImageError:
         raise EdgeRuntimeError(f"{name} is not an image (JPEG, PNG, ...); send a photo of the lesion") from None
-    except (OSError, SyntaxError, ValueError) as exc:
+    except (OSError, SyntaxError, ValueError, UserWarning) as exc:
         raise EdgeRuntimeError(f"{name} is corrupt or truncated ({exc}); take or export it again") from None
 
 

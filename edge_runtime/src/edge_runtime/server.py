@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import base64
 import html
+import ipaddress
 import io
 import json
+import socket
 import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -58,7 +60,12 @@ def make_handler(clf: Classifier):
             path, _, query = self.path.partition("?")
             if path != "/predict":
                 return self._json(HTTPStatus.NOT_FOUND, {"error": f"POST the photo to /predict, not {self.path}"})
-            length = int(self.headers.get("Content-Length") or 0)
+            try:
+                length = int(self.headers.get("Content-Length") or 0)
+            except ValueError:
+                self.close_connection = True
+                return self._json(HTTPStatus.BAD_REQUEST, {"error": "Content-Length is not a number; send the photo "
+                                                                    "as the request body"})
             if length <= 0:
                 return self._json(HTTPStatus.BAD_REQUEST, {"error": "empty upload; choose a photo of the lesion"})
             if length > MAX_UPLOAD_BYTES:
@@ -67,6 +74,10 @@ def make_handler(clf: Classifier):
                                   {"error": f"photo is {length / 2**20:.1f} MB, above the "
                                             f"{MAX_UPLOAD_BYTES // 2**20} MB limit; send a smaller JPEG"})
             data = self.rfile.read(length)
+            if len(data) < length:
+                self.close_connection = True
+                return self._json(HTTPStatus.BAD_REQUEST, {"error": f"upload ended after {len(data)} of {length} "
+                                                                    "bytes; send the photo again"})
             try:
                 context = _context(clf, query)
                 rgb = open_rgb(data, "the uploaded file")
@@ -74,6 +85,10 @@ def make_handler(clf: Classifier):
                     p = clf.predict(rgb, context=context)
             except EdgeRuntimeError as exc:
                 return self._json(HTTPStatus.BAD_REQUEST, {"error": str(exc)})
+            except Exception as exc:  # a bug: answer in one line (the page shows it) and keep serving
+                print(f"edge_runtime: internal error on an upload: {type(exc).__name__}: {exc}")
+                return self._json(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": f"internal error ({type(exc).__name__}); "
+                                                                              "see the server's log"})
             buf = io.BytesIO()
             if p.heatmap is not None:
                 p.overlay().save(buf, format="PNG")
@@ -117,6 +132,13 @@ def _context(clf: Classifier, query: str):
     return context
 
 
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(socket.gethostbyname(host)).is_loopback
+    except (OSError, ValueError):
+        return False
+
+
 def make_server(model, host: str = "127.0.0.1", port: int = 8080, threads: int = 4,
                 site=None) -> ThreadingHTTPServer:
     clf = Classifier.load(model, threads, site=site)
@@ -129,6 +151,9 @@ def serve(model, host: str = "127.0.0.1", port: int = 8080, threads: int = 4, si
     except OSError as exc:
         raise EdgeRuntimeError(f"cannot listen on {host}:{port} ({exc.strerror}); choose another --port") from None
     print(f"edge_runtime: serving {model} at http://{host}:{server.server_address[1]}/ (Ctrl+C to stop)")
+    if not is_loopback(host):
+        print(f"edge_runtime: warning: --host {host} is reachable from the network, without a password or "
+              "TLS; anyone who can reach it can upload photos. Use --host 127.0.0.1 to keep it on this device")
     try:
         server.serve_forever()
     except KeyboardInterrupt:
