@@ -26,12 +26,14 @@ def with_cam(model: nn.Module, on: bool = True) -> nn.Module:
 
 
 def cam_to_heatmap(cam: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
-    """One class's raw CAM (h x w) -> [0, 1] heatmap at image size: ReLU, bilinear resize, min-max.
-    The same post-processing pytorch-grad-cam applies to its Grad-CAM maps."""
-    t = torch.from_numpy(np.maximum(cam, 0).astype(np.float32))[None, None]
-    up = F.interpolate(t, size=size_hw, mode="bilinear", align_corners=False)[0, 0].numpy()
-    lo, hi = up.min(), up.max()
-    return (up - lo) / (hi - lo) if hi > lo else np.zeros_like(up)
+    """One class's raw CAM (h x w) -> [0, 1] heatmap at image size: ReLU, min-max, bilinear resize,
+    in pytorch-grad-cam's order (scale_cam_image) and edge_runtime.heatmap.to_heatmap's."""
+    relu = np.maximum(cam, 0).astype(np.float32)
+    lo, hi = relu.min(), relu.max()
+    if hi <= lo:
+        return np.zeros(size_hw, np.float32)
+    t = torch.from_numpy((relu - lo) / (hi - lo))[None, None]
+    return F.interpolate(t, size=size_hw, mode="bilinear", align_corners=False)[0, 0].numpy()
 
 
 def pearson(a: np.ndarray, b: np.ndarray) -> float:

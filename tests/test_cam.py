@@ -64,3 +64,17 @@ def test_heatmap_post_processing():
     heat = cam_to_heatmap(np.array([[-1.0, 0.0], [1.0, 3.0]]), (4, 4))
     assert heat.shape == (4, 4) and heat.min() == 0.0 and heat.max() == 1.0
     assert not cam_to_heatmap(np.full((2, 2), -1.0), (4, 4)).any()
+
+
+def test_runtime_heatmap_equals_torch_post_processing():
+    """edge_runtime's matrix-product upsampling is torch's bilinear (align_corners=False), so the
+    device's heatmap is edgeskin's, non-square and down-sized targets included."""
+    from edge_runtime.heatmap import to_heatmap
+
+    rng = np.random.default_rng(0)
+    for shape, size in (((7, 7), (450, 600)), ((3, 5), (150, 200)), ((12, 9), (31, 17)), ((5, 5), (3, 2))):
+        cam = rng.normal(size=shape).astype(np.float32)
+        device, torch_side = to_heatmap(cam, size), cam_to_heatmap(cam, size)
+        assert device.shape == size and device.dtype == np.float32
+        assert np.abs(device - torch_side).max() < 1e-5
+    assert not to_heatmap(np.full((4, 4), 0.5, np.float32), (8, 8)).any()  # a flat map is no map

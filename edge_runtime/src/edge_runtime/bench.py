@@ -4,7 +4,9 @@ Method (also written into the output): the model is loaded once; one first infer
 alone; then WARMUP untimed runs; then RUNS timed runs of each of
   - inference: the interpreter alone on a prepared input,
   - end-to-end without CAM: resize + normalise + interpreter + softmax,
-  - end-to-end with CAM: the same + the heatmap (ReLU, upsample to the photo, min-max).
+  - end-to-end with CAM: the same + the heatmap (ReLU, min-max, upsample to the photo).
+The two end-to-end figures are timed alternately, call by call (ABBA order), so drift in the
+machine's speed falls on both alike and their ratio is the heatmap's cost.
 Cold start = a fresh `python -m edge_runtime predict` process, from spawn to its exit with the
 first result (imports, model load, first inference). Peak RSS = this process's maximum resident
 set size (VmHWM on Linux).
@@ -176,6 +178,25 @@ def benchmark(model: Path, threads: int = 4, runs: int = 100, warmup: int = 10, 
         return _measure(clf, load_s, Path(model), Path(image), threads, runs, warmup, data, cold, site)
 
 
+def timed_pair(fn_a, fn_b, runs: int) -> tuple[list[float], list[float]]:
+    """Seconds of `runs` calls each of two functions, alternating A B B A, ..."""
+    a, b = [], []
+    for i in range(runs):
+        for fn, out in ((fn_a, a), (fn_b, b)) if i % 2 == 0 else ((fn_b, b), (fn_a, a)):
+            t = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - t)
+    return a, b
+
+
+def _end_to_end(clf, rgb, runs: int) -> dict:
+    if not clf.has_cam:
+        return {"end_to_end_without_cam": percentiles(timed(lambda: clf.predict(rgb, with_cam=False), runs)),
+                "end_to_end_with_cam": None}
+    without, with_cam = timed_pair(lambda: clf.predict(rgb, with_cam=False), lambda: clf.predict(rgb), runs)
+    return {"end_to_end_without_cam": percentiles(without), "end_to_end_with_cam": percentiles(with_cam)}
+
+
 def _measure(clf, load_s, model, image, threads, runs, warmup, data, cold, site) -> dict:
     rgb = open_rgb(image)
     x = normalize(resize(rgb, clf.artifact.input_size)[None], clf.artifact.mean, clf.artifact.std)
@@ -192,8 +213,7 @@ def _measure(clf, load_s, model, image, threads, runs, warmup, data, cold, site)
                    "image_size": [rgb.height, rgb.width], "notes": __doc__.split("Method", 1)[1].strip()},
         "load_ms": 1000 * load_s, "first_inference_ms": 1000 * first_s,
         "inference": percentiles(timed(lambda: clf.backend.run(x), runs)),
-        "end_to_end_without_cam": percentiles(timed(lambda: clf.predict(rgb, with_cam=False), runs)),
-        "end_to_end_with_cam": percentiles(timed(lambda: clf.predict(rgb), runs)) if clf.has_cam else None,
+        **_end_to_end(clf, rgb, runs),
         "peak_rss_mb": peak_rss_mb(),
     }
     if cold:

@@ -1,12 +1,14 @@
 """CAM -> heatmap -> overlay PNG, in numpy and Pillow.
 
 The exported CAM output holds, per class, Grad-CAM's map times h*w before its ReLU (edgeskin's
-CAM head), so the heatmap is the same post-processing pytorch-grad-cam applies: ReLU, bilinear
-upsampling to the photo, min-max to [0, 1]. The overlay adds a jet colour map and the outline of
+CAM head), so the heatmap is the same post-processing pytorch-grad-cam applies: ReLU, min-max
+to [0, 1], bilinear upsampling to the photo. The overlay adds a jet colour map and the outline of
 the hottest region (top 20% of the map), which is what a clinician checks against the lesion.
 """
 
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 from PIL import Image
@@ -15,11 +17,34 @@ HOT_FRACTION = 0.2
 
 
 def to_heatmap(cam: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
-    """One class's raw CAM (h x w) -> float32 [0, 1] map at size_hw."""
+    """One class's raw CAM (h x w) -> float32 [0, 1] map at size_hw: ReLU, min-max, then bilinear
+    upsampling (half-pixel centres, edges clamped: torch's align_corners=False, PIL's BILINEAR).
+
+    Normalising before upsampling is pytorch-grad-cam's own order (scale_cam_image), and costs
+    passes over the h x w map instead of the photo. The upsampling is two small matrix products
+    (Wy @ cam @ Wx.T) written once at photo size: together about 20x faster than PIL's float
+    resize plus a full-size min-max, which had made the heatmap cost more than the model."""
     relu = np.maximum(np.asarray(cam, np.float32), 0.0)
-    up = np.asarray(Image.fromarray(relu, mode="F").resize((size_hw[1], size_hw[0]), Image.BILINEAR))
-    lo, hi = float(up.min()), float(up.max())
-    return (up - lo) / (hi - lo) if hi > lo else np.zeros(size_hw, np.float32)
+    lo, hi = float(relu.min()), float(relu.max())
+    if hi <= lo:
+        return np.zeros(size_hw, np.float32)
+    norm = (relu - lo) * (1.0 / (hi - lo))
+    up = (_weights(relu.shape[0], size_hw[0]) @ norm) @ _weights(relu.shape[1], size_hw[1]).T
+    return np.minimum(up, 1.0, out=up)  # a convex mix of [0, 1] values, up to float32 rounding
+
+
+@functools.lru_cache(maxsize=16)
+def _weights(n_in: int, n_out: int) -> np.ndarray:
+    """n_out x n_in linear-interpolation matrix; each row sums to 1."""
+    src = np.maximum((np.arange(n_out, dtype=np.float64) + 0.5) * (n_in / n_out) - 0.5, 0.0)
+    lo = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
+    hi = np.minimum(lo + 1, n_in - 1)
+    frac = src - lo
+    w = np.zeros((n_out, n_in), np.float32)
+    np.add.at(w, (np.arange(n_out), lo), 1.0 - frac)
+    np.add.at(w, (np.arange(n_out), hi), frac)
+    w.setflags(write=False)
+    return w
 
 
 def jet(values: np.ndarray) -> np.ndarray:
