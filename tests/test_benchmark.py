@@ -145,3 +145,23 @@ def test_the_real_data_script_compares_mediapipe_with_edge_runtime_per_device():
         "| host, 1 thread | 1.50× (3.00 vs 2.00 ms) | 120 vs 60 MB | 1000 vs 200 ms | 0.500 vs 0.510 |"]
     assert not any(ln.startswith("| pi") for ln in lines)
     assert script.mediapipe_ratios({"rows": rows[1:]}) == []
+
+
+@pytest.mark.slow
+def test_int8_tflite_reuses_a_matching_file_and_re_exports_on_a_new_operating_point(exported_tiny, tmp_path):
+    """benchmark.artifacts.int8_tflite: the file is kept while its card has the operating point
+    asked for, and exported again (by the real `edgeskin export`) when it has not."""
+    from edgeskin.benchmark.artifacts import exported_card, int8_tflite
+
+    run = tmp_path / "run"
+    shutil.copytree(exported_tiny["run"], run)
+    path = int8_tflite(run, calib_images=32, min_recall=None, allow_degraded=True)
+    assert path == run / "export" / exported_tiny["tflite_int8"].name
+    before = path.stat().st_mtime_ns
+    assert int8_tflite(run, calib_images=32, min_recall=None, allow_degraded=True).stat().st_mtime_ns == before
+    again = int8_tflite(run, calib_images=32, min_recall=0.5, allow_degraded=True)
+    assert again == path and path.stat().st_mtime_ns != before
+    card = exported_card(path)
+    assert card.operating_point["min_recall"] == 0.5 and card.quantization
+    after = path.stat().st_mtime_ns
+    assert int8_tflite(run, calib_images=32, min_recall=0.5, allow_degraded=True).stat().st_mtime_ns == after
