@@ -22,7 +22,7 @@ PACKAGES = {"edgeskin": ROOT / "edgeskin", "edge_runtime": ROOT / "edge_runtime"
 LAYERS = ("edge_runtime", "core", "data", "models", "train", "evaluate", "ensemble", "compress", "export",
           "explain", "benchmark", "top")
 # edgeskin's top-level modules: the foundations every stage uses, and the two that sit on inference.
-TOP_LEVEL = {"edgeskin": "core", "_compat": "core", "errors": "core", "fileio": "core", "extras": "core",
+TOP_LEVEL = {"edgeskin": "core", "_compat": "core", "errors": "core", "fileio": "core", "progress": "core", "extras": "core",
              "card": "core", "config": "core", "metrics": "core", "recipes": "core",
              "predict": "models", "cam": "models",
              "cli": "top", "cli_options": "top", "pipeline": "top", "__main__": "top",

@@ -60,13 +60,13 @@ def _decode_one(path: Path, size_hw: tuple[int, int]) -> tuple[np.ndarray, str]:
 def decode_all(paths: Sequence[Path], size_hw: tuple[int, int], workers: int = 4,
                progress: bool = True) -> DecodedImages:
     """Decode `paths` in parallel (PIL releases the GIL while decoding) into one array."""
-    from tqdm.auto import tqdm
+    from edgeskin.progress import progress as show
 
     out = np.empty((len(paths), size_hw[0], size_hw[1], 3), dtype=np.uint8)
     digests = [""] * len(paths)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         results = pool.map(lambda p: _decode_one(p, size_hw), paths)
-        for i, (arr, digest) in enumerate(tqdm(results, total=len(paths), desc="decode", unit="img",
-                                               disable=None if progress else True, leave=False)):
+        for i, (arr, digest) in enumerate(show(results, "decode", total=len(paths), unit="img",
+                                               enabled=progress)):
             out[i], digests[i] = arr, digest
     return DecodedImages(out, tuple(digests))

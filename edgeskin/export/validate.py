@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from edgeskin.cam import cam_to_heatmap, pearson
+from edgeskin.progress import progress
 from edgeskin.data.transforms import normalize
 from edgeskin.metrics import balanced_accuracy
 from edgeskin.predict import predict_logits
@@ -45,7 +46,8 @@ def _normalised(pixels: np.ndarray, mean, std) -> np.ndarray:
 
 
 def run_artifact(runner, pixels: np.ndarray, mean, std, batch: int = 64) -> tuple[np.ndarray, np.ndarray | None]:
-    outs = [runner(_normalised(pixels[i:i + batch], mean, std)) for i in range(0, len(pixels), batch)]
+    starts = progress(range(0, len(pixels), batch), f"run {getattr(runner, 'name', 'artifact')}", unit="batch")
+    outs = [runner(_normalised(pixels[i:i + batch], mean, std)) for i in starts]
     cams = None if outs[0][1] is None else np.concatenate([o[1] for o in outs])
     return np.concatenate([o[0] for o in outs]), cams
 

@@ -13,7 +13,7 @@ from typing import Callable
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from edgeskin.progress import progress
 
 from edgeskin.config import TrainConfig
 from edgeskin.data.transforms import ArrayDataset, get_augment, normalize, train_transform
@@ -178,7 +178,7 @@ def train_epoch(model, loader, opt, loss_fn, scaler, lr_fn: Callable[[int], floa
     for loaders that serve masks."""
     dtype = amp_dtype(device)
     amp = dtype is not None
-    running, bar = 0.0, tqdm(loader, desc=desc, leave=False, disable=None)
+    running, bar = 0.0, progress(loader, desc, unit="batch")
     for i, (x, y, *masks) in enumerate(bar):
         for group in opt.param_groups:
             group["lr"] = lr_fn(i)

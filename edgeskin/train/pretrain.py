@@ -28,6 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 from edgeskin.config import PretrainConfig, TrainConfig
+from edgeskin.progress import progress
 from edgeskin.data.split import MANIFEST_FILE, write_manifest
 from edgeskin.data.transforms import Augment, channel_stats, normalize, train_transform
 from edgeskin.errors import EdgeskinError
@@ -189,8 +190,8 @@ def simclr_epoch(cfg: PretrainConfig, net, views: TwoViews, opt, scaler, loss_fn
     mean_t, std_t = (torch.tensor(v, dtype=torch.float32, device=device) for v in (mean, std))
     steps, dtype, running = len(loader), amp_dtype(device), 0.0
     net.train()
-    for i, (a, b) in enumerate(tqdm(loader, desc=f"epoch {state['epoch'] + 1}/{state['planned_epochs']}",
-                                    leave=False, disable=None)):
+    for i, (a, b) in enumerate(progress(loader, f"epoch {state['epoch'] + 1}/{state['planned_epochs']}",
+                                        unit="batch")):
         for group in opt.param_groups:
             group["lr"] = lr_at(state["epoch"] * steps + i, state["planned_epochs"] * steps, steps, cfg.lr)
         x = normalize(torch.cat([a, b]).to(device), mean_t, std_t)
