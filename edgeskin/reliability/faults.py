@@ -5,7 +5,6 @@ random moment, then check that every artifact is the old complete file or the ne
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -17,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge_runtime.atomic import KILL_BEFORE_RENAME
+from edgeskin.fileio import sha256_file
 from edgeskin.reliability.badinput import Subjects
 
 TRAIN = ["--backbone", "edgeskin_cnn_s", "--input-size", "32x48", "--batch-size", "16", "--patience", "50",
@@ -34,10 +34,6 @@ def _run(argv: list, kill_at: str | None = None, timeout: int = 900) -> subproce
     env = {**os.environ, KILL_BEFORE_RENAME: kill_at} if kill_at else os.environ
     return subprocess.run([sys.executable, *map(str, argv)], env=env, capture_output=True, text=True,
                           timeout=timeout)
-
-
-def _digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _killed(proc: subprocess.CompletedProcess) -> bool:
@@ -71,12 +67,12 @@ def export_model(s: Subjects, work: Path) -> list[KillTest]:
     shutil.copytree(s.run, run, dirs_exist_ok=True)
     model = run / "export" / s.model.name
     side = model.with_name(model.name + ".json")
-    before = {p: _digest(p) for p in (model, side)}
+    before = {p: sha256_file(p) for p in (model, side)}
     export = ["-m", "edgeskin", "export", run, "--target", "tflite", "--precision", "int8", "--calib-images", "32",
               "--allow-degraded"]
     out = []
     first = _run(export, kill_at=model.name)
-    same = {p: _digest(p) == d for p, d in before.items()}
+    same = {p: sha256_file(p) == d for p, d in before.items()}
     ok = _predicts(model, s.photo)
     out.append(KillTest("export-tflite", _killed(first) and all(same.values()) and ok == "",
                         f"killed: {_killed(first)}; old .tflite and card kept: {all(same.values())}; runs: {ok or 'yes'}"))
@@ -101,9 +97,9 @@ def calibration(s: Subjects, work: Path) -> KillTest:
     first = _run(calibrate)
     if first.returncode:
         return KillTest("calibrate-profile", False, first.stderr.strip()[-300:])
-    before = _digest(profile)
+    before = sha256_file(profile)
     killed = _run(calibrate, kill_at=profile.name)
-    kept = _digest(profile) == before and "operating_point" in json.loads(profile.read_text())
+    kept = sha256_file(profile) == before and "operating_point" in json.loads(profile.read_text())
     usable = _run(["-m", "edge_runtime", "predict", s.model, s.photo, "--site", profile], timeout=300).returncode == 0
     return KillTest("calibrate-profile", _killed(killed) and kept and usable,
                     f"killed: {_killed(killed)}; old profile kept whole: {kept}; still usable: {usable}")

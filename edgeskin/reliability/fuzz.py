@@ -7,6 +7,7 @@ unhandled, with its first message kept. Memory is sampled before and after: it m
 from __future__ import annotations
 
 import gc
+import os
 import io
 import tempfile
 import traceback
@@ -16,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from edgeskin.reliability.load import rss_mb
 from edgeskin.reliability.samples import jpeg_bytes, lesion
 
 
@@ -42,11 +44,6 @@ class FuzzResult:
             if len(self.examples) < 5:
                 frame = traceback.extract_tb(exc.__traceback__)[-1]
                 self.examples.append(f"{type(exc).__name__}: {exc} ({Path(frame.filename).name}:{frame.lineno})")
-
-
-def _rss_mb() -> float:
-    import psutil
-    return psutil.Process().memory_info().rss / 2**20
 
 
 def _fuzz(strategy, n: int, seed: int, body):
@@ -120,10 +117,10 @@ def _measured(make, result: FuzzResult) -> None:
     first half loads libraries and fills caches; growth after that is a leak)."""
     make(0)()
     gc.collect()
-    start = _rss_mb()
+    start = rss_mb(os.getpid())
     make(1)()
     gc.collect()
-    result.rss_growth_mb = round(_rss_mb() - start, 2)
+    result.rss_growth_mb = round(rss_mb(os.getpid()) - start, 2)
 
 
 def csv_readers(n: int = 4000) -> FuzzResult:

@@ -92,7 +92,7 @@ def _post(port: int, body: bytes) -> tuple[int, float]:
     return status, (time.perf_counter() - start) * 1000
 
 
-def _rss_mb(pid: int) -> float:
+def rss_mb(pid: int) -> float:
     import psutil
     return psutil.Process(pid).memory_info().rss / 2**20
 
@@ -106,12 +106,12 @@ def run_load(model: Path, requests: int = 1000, clients: int = 4, seed: int = 0)
     with served(model) as (proc, port, _):
         for _, body in good * 3:  # warm-up: the interpreter and the allocator reach their working size
             _post(port, body)
-        start = _rss_mb(proc.pid)
+        start = rss_mb(proc.pid)
         results, trace = [], []
         with ThreadPoolExecutor(clients) as pool:
             for i in range(0, requests, 100):  # RSS after every 100: growth that flattens is the allocator's
                 results += list(pool.map(lambda u: _post(port, u[1]), plan[i:i + 100]))
-                trace.append(round(_rss_mb(proc.pid), 1))
+                trace.append(round(rss_mb(proc.pid), 1))
         end = trace[-1]
     statuses = [s for s, _ in results]
     ms = np.array([t for _, t in results])
