@@ -44,7 +44,8 @@ def train(resume, recipe, **options) -> None:
         result = run_train(resume=resume)
     else:
         result = run_train(recipe_config(recipe, options))
-    click.echo(f"run: {result.run_dir}")
+    if result.main:  # under torchrun, rank 0 speaks for the run
+        click.echo(f"run: {result.run_dir}")
 
 
 def _resume_alone(resume: str, recipe: str | None, options: dict) -> None:

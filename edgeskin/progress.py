@@ -17,8 +17,9 @@ EVERY_S = float(os.environ.get("EDGESKIN_PROGRESS_S", 30))
 
 def progress(iterable: Iterable[T], desc: str, total: int | None = None, unit: str = "it",
              leave: bool = False, enabled: bool = True):
-    """`iterable` with progress shown on stderr (a bar on a TTY, plain lines otherwise)."""
-    if not enabled:
+    """`iterable` with progress shown on stderr (a bar on a TTY, plain lines otherwise). Under
+    torchrun only rank 0 shows it: N bars on one terminal are unreadable."""
+    if not enabled or os.environ.get("RANK", "0") != "0":
         return _Quiet(iterable)
     if sys.stderr.isatty():
         return tqdm(iterable, desc=desc, total=total, unit=unit, leave=leave)

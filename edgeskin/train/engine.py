@@ -71,9 +71,10 @@ def sample_weights(cfg: TrainConfig, targets: np.ndarray, n_classes: int, source
 
 
 def make_loader(cfg: TrainConfig, pixels: np.ndarray, targets: np.ndarray, n_classes: int, epoch: int,
-                masks: np.ndarray | None = None, sources: np.ndarray | None = None):
+                masks: np.ndarray | None = None, sources: np.ndarray | None = None, rank: int = 0, world: int = 1):
     """The epoch's training loader, seeded from (seed, epoch) so a resumed epoch replays exactly.
-    With `masks`, batches are (images, labels, lesion masks) for --mask-guidance."""
+    With `masks`, batches are (images, labels, lesion masks) for --mask-guidance. Under torchrun
+    (`world` > 1) this rank's share of the same sampler sequence (edgeskin.train.distributed)."""
     g = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch))
     aug = replace(get_augment(cfg.augment), vignette=cfg.vignette_augment, down_up=cfg.resolution_augment)
     ds = ArrayDataset(pixels, targets, train_transform(aug, cfg.input_size), masks)
@@ -85,8 +86,15 @@ def make_loader(cfg: TrainConfig, pixels: np.ndarray, targets: np.ndarray, n_cla
         w = sample_weights(cfg, targets, n_classes, sources)
         sampler = torch.utils.data.WeightedRandomSampler(torch.as_tensor(w), len(targets), replacement=True,
                                                          generator=g)
-        return torch.utils.data.DataLoader(ds, cfg.batch_size, sampler=sampler, **common)
-    return torch.utils.data.DataLoader(ds, cfg.batch_size, shuffle=True, **common)
+    elif world > 1:
+        sampler = torch.utils.data.RandomSampler(ds, generator=g)  # what shuffle=True builds
+    else:
+        return torch.utils.data.DataLoader(ds, cfg.batch_size, shuffle=True, **common)
+    if world > 1:
+        from edgeskin.train.distributed import RankShard
+
+        sampler = RankShard(sampler, rank, world)
+    return torch.utils.data.DataLoader(ds, cfg.batch_size // world, sampler=sampler, **common)
 
 
 class BalancedSoftmaxLoss(torch.nn.Module):

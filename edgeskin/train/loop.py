@@ -3,6 +3,9 @@
 Determinism: every epoch reseeds torch/numpy and the sampler from (seed, epoch), and the full
 state is checkpointed after each epoch, so a killed-and-resumed run ends with exactly the
 weights of an uninterrupted one (on the same device and thread count).
+
+Under torchrun every rank runs these steps on its share of each batch (edgeskin.train.distributed);
+validation is gathered so all ranks take the same decisions, and only rank 0 writes or prints.
 """
 
 from __future__ import annotations
@@ -29,8 +32,9 @@ from edgeskin.metrics import quick_metrics
 from edgeskin.fileio import sha256_file
 from edgeskin.models import CAM_LAYER, build_model, model_for_card
 from edgeskin.models.factory import count_params
-from edgeskin.predict import describe_device, predict_logits, resolve_device, softmax
+from edgeskin.predict import describe_device, predict_logits, softmax
 from edgeskin.train import checkpoint as ckpt
+from edgeskin.train import distributed
 from edgeskin.train.prepare import check_options, prepare_data
 from edgeskin.train.engine import (epoch_seed, lr_at, make_loader, make_loss, make_mixer, make_scaler, replan,
                                    seed_everything, train_epoch)
@@ -43,6 +47,7 @@ class TrainResult:
     best_epoch: int
     epochs_run: int
     stop_reason: str
+    main: bool = True  # False on torchrun's other ranks, which write and print nothing
 
 
 # The whole run ------------------------------------------------------------------------------
@@ -56,9 +61,13 @@ def train(cfg: TrainConfig | None = None, resume: str | Path | None = None) -> T
         cfg = replace(TrainConfig.load(run_dir / ckpt.CONFIG), split_manifest=str(run_dir / MANIFEST_FILE))
         state = ckpt.load_state(run_dir)
     check_options(cfg)
-    device = resolve_device(cfg.device)
+    d, device = distributed.setup(cfg.device, cfg.batch_size)
+    if d.on and cfg.mask_guidance:  # its CAM penalty calls the model's parts, around DDP's gradient hooks
+        raise EdgeskinError(f"--mask-guidance {cfg.mask_guidance} under torchrun ({d.world} processes); "
+                            "train mask-guided runs in one process")
     # Steps 1-2: everything that can fail on bad input happens before the run directory exists.
-    data, split = prepare_data(cfg)
+    with d.main_first():
+        data, split = prepare_data(cfg)
     train_idx, val_idx = split.indices("train"), split.indices("val")
     mean, std = channel_stats(data.pixels[train_idx])
     mean_t = torch.tensor(mean, dtype=torch.float32, device=device)
@@ -81,14 +90,10 @@ def train(cfg: TrainConfig | None = None, resume: str | Path | None = None) -> T
     ema = ModelEmaV3(model, decay=cfg.ema_decay, use_warmup=True) if cfg.ema_decay else None
     distill = _distiller(cfg, data, split, mean_t, std_t, device)
     guide, masks = _mask_guide(cfg, data, train_idx)
-    # Step 4: the run directory, with its config and split manifest.
+    # Step 4: the run directory, with its config and split manifest (rank 0 makes it).
     if resume is None:
-        run_dir = ckpt.new_run_dir(cfg.project, cfg.name, cfg.exist_ok)
-        if cfg.exist_ok and run_dir.exists():
-            shutil.rmtree(run_dir)
-        run_dir.mkdir(parents=True)
-        cfg.save(run_dir / ckpt.CONFIG)
-        write_manifest(run_dir / MANIFEST_FILE, data.samples, data.digests, split, data.task.labels, data.targets)
+        run_dir = _new_run(cfg, data, split) if d.main else None
+        run_dir = d.broadcast(run_dir)
         state = {"epoch": 0, "planned_epochs": cfg.epochs, "best_score": -1.0, "best_epoch": -1,
                  "bad_epochs": 0, "history": [], "elapsed": 0.0}
     else:
@@ -97,14 +102,17 @@ def train(cfg: TrainConfig | None = None, resume: str | Path | None = None) -> T
         scaler.load_state_dict(state["scaler"])
         if ema is not None:
             ema.load_state_dict(state["ema"])
-    print(f"edgeskin train: {run_dir}  ({len(train_idx)} train / {len(val_idx)} val images, device {device})")
+    net = distributed.wrap(model, d, device)  # after a resume's weights are in: DDP broadcasts rank 0's
+    say = print if d.main else (lambda *_: None)
+    say(f"edgeskin train: {run_dir}  ({len(train_idx)} train / {len(val_idx)} val images, device {device}"
+        + (f", {d.world} processes" if d.on else "") + ")")
     # Step 5: epochs, each ending in validation and an atomic checkpoint.
     stop_reason = "epochs done"
     while state["epoch"] < state["planned_epochs"]:
         epoch, t0 = state["epoch"], time.time()
-        seed_everything(epoch_seed(cfg.seed, epoch))
+        seed_everything(epoch_seed(cfg.seed, epoch) + d.rank * 1_000_003)  # the ranks' augmentations differ
         loader = make_loader(cfg, data.pixels[train_idx], data.targets[train_idx], n_classes, epoch, masks,
-                             data.sources[train_idx])
+                             data.sources[train_idx], d.rank, d.world)
         steps, warmup = len(loader), int(cfg.warmup_epochs * len(loader))
         model.train()
         step = [epoch * steps]  # the EMA warm-up counts optimizer steps across epochs (and resumes)
@@ -112,28 +120,34 @@ def train(cfg: TrainConfig | None = None, resume: str | Path | None = None) -> T
         def update_ema() -> None:
             step[0] += 1
             ema.update(model, step=step[0])
-        loss = train_epoch(model, loader, opt, loss_fn, scaler,
+        loss = train_epoch(net, loader, opt, loss_fn, scaler,
                            lambda i: lr_at(epoch * steps + i, state["planned_epochs"] * steps, warmup, cfg.lr),
                            mean_t, std_t, device, f"epoch {epoch + 1}/{state['planned_epochs']}",
                            after_step=update_ema if ema is not None else None, mix=mix, distill=distill,
                            guide=guide)
+        loss = d.mean(loss)
         judged = ema.module if ema is not None else model  # the weights that are validated and saved
-        probs = softmax(predict_logits(judged, data.pixels[val_idx], mean, std, device))
+        mine = d.shard(val_idx)
+        probs = softmax(d.gather_rows(predict_logits(judged, data.pixels[mine], mean, std, device), len(val_idx)))
         val = quick_metrics(data.targets[val_idx], probs)
         state["elapsed"] += time.time() - t0
         state["history"].append({"epoch": epoch + 1, "train_loss": loss, **{f"val_{k}": v for k, v in val.items()}})
         improved = val["balanced_accuracy"] > state["best_score"] + 1e-6
         if improved:
             state.update(best_score=val["balanced_accuracy"], best_epoch=epoch + 1, bad_epochs=0)
-            ckpt.save(run_dir / ckpt.BEST, judged.state_dict())
+            if d.main:
+                ckpt.save(run_dir / ckpt.BEST, judged.state_dict())
         else:
             state["bad_epochs"] += 1
         state["epoch"] = epoch + 1
+        # Every rank replans from the same elapsed time (rank 0's), so none runs an epoch alone.
+        state["elapsed"] = d.broadcast(state["elapsed"])
         replan(state, cfg.max_minutes, cfg.epochs)
-        ckpt.save(run_dir / ckpt.LAST, {**state, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                                        "scaler": scaler.state_dict(),
-                                        **({"ema": ema.state_dict()} if ema is not None else {})})
-        tqdm.write(f"epoch {epoch + 1}/{state['planned_epochs']}  loss {loss:.4f}  "
+        if d.main:
+            ckpt.save(run_dir / ckpt.LAST, {**state, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                                            "scaler": scaler.state_dict(),
+                                            **({"ema": ema.state_dict()} if ema is not None else {})})
+        (tqdm.write if d.main else say)(f"epoch {epoch + 1}/{state['planned_epochs']}  loss {loss:.4f}  "
                    f"val bal_acc {val['balanced_accuracy']:.4f}  auc {val['auc_macro']:.4f}  "
                    f"best {state['best_score']:.4f}@{state['best_epoch']}  {time.time() - t0:.1f}s")
         if state["bad_epochs"] >= cfg.patience:
@@ -142,12 +156,26 @@ def train(cfg: TrainConfig | None = None, resume: str | Path | None = None) -> T
     if stop_reason == "epochs done" and state["planned_epochs"] < cfg.epochs:
         stop_reason = f"time budget of {cfg.max_minutes:g} min reached"
     # Step 6: the model card, describing the best weights.
-    card = _write_card(cfg, run_dir, data, split, model, mean, std, state, describe_device(device))
-    if cfg.clinical:  # Step 7: the clinical-context prior, on the best weights' validation logits
-        card = _fit_clinical(card, run_dir, data, split, mean, std, device)
-    print(f"edgeskin train: done ({stop_reason}); best val balanced accuracy {state['best_score']:.4f} "
+    card = None
+    if d.main:
+        card = _write_card(cfg, run_dir, data, split, model, mean, std, state, describe_device(device))
+        if cfg.clinical:  # Step 7: the clinical-context prior, on the best weights' validation logits
+            card = _fit_clinical(card, run_dir, data, split, mean, std, device)
+    card = d.broadcast(card)
+    distributed.teardown(d)
+    say(f"edgeskin train: done ({stop_reason}); best val balanced accuracy {state['best_score']:.4f} "
           f"at epoch {state['best_epoch']}; card {run_dir / 'model_card.json'}")
-    return TrainResult(run_dir, card, state["best_epoch"], state["epoch"], stop_reason)
+    return TrainResult(run_dir, card, state["best_epoch"], state["epoch"], stop_reason, d.main)
+
+
+def _new_run(cfg: TrainConfig, data: LabelledImages, split: Split) -> Path:
+    run_dir = ckpt.new_run_dir(cfg.project, cfg.name, cfg.exist_ok)
+    if cfg.exist_ok and run_dir.exists():
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True)
+    cfg.save(run_dir / ckpt.CONFIG)
+    write_manifest(run_dir / MANIFEST_FILE, data.samples, data.digests, split, data.task.labels, data.targets)
+    return run_dir
 
 
 def _distiller(cfg: TrainConfig, data: LabelledImages, split: Split, mean_t, std_t, device):
