@@ -7,7 +7,8 @@ from pathlib import Path
 
 import click
 
-from edgeskin.config import CHAIN_SETS, DEVICES, PRUNE_MODES
+from edgeskin.config import CHAIN_SETS, DEVICES, PRUNE_MODES, PRUNERS
+from edgeskin.config import PARAMS as TUNE_PARAMS
 
 from edgeskin.recipes import CHAINS, RECIPES
 from edge_runtime.preprocess import CONSTANCY
@@ -33,17 +34,19 @@ _DEBUG = [False]  # set by the group's --debug before any command runs; read by 
 @click.option("--name", help="Run name (default exp; exp2, exp3... when taken).")
 @click.option("--exist-ok", is_flag=True, default=None, help="Overwrite the run NAME if it exists.")
 @click.option("--resume", type=click.Path(), help="Continue a killed run from its last checkpoint.")
-def train(resume, recipe, **options) -> None:
+@click.option("--config", "config_file", type=click.Path(),
+              help="JSON/YAML file of train options (e.g. `edgeskin tune`'s best_config.json); explicit options override it.")
+def train(resume, recipe, config_file, **options) -> None:
     """Train a classifier; writes checkpoint, split manifest and model card to a run directory."""
     from edgeskin.recipes import recipe_config
     from edgeskin.train import train as run_train
 
     options = {k: (None if v == () else v) for k, v in options.items()}  # an unused --teacher is ()
     if resume:
-        _resume_alone(resume, recipe, options)
+        _resume_alone(resume, recipe, {**options, "config": config_file})
         result = run_train(resume=resume)
     else:
-        result = run_train(recipe_config(recipe, options))
+        result = run_train(recipe_config(recipe, options, config_file))
     if result.main:  # under torchrun, rank 0 speaks for the run
         click.echo(f"run: {result.run_dir}")
 
@@ -55,6 +58,33 @@ def _resume_alone(resume: str, recipe: str | None, options: dict) -> None:
         given = given + (["--recipe"] if recipe else [])
         raise EdgeskinError(f"--resume continues {resume} with its saved config; drop {' '.join(given)} "
                             "(or start a new run without --resume)")
+
+
+@cli.command()
+@click.option("--recipe", type=click.Choice(sorted(RECIPES)), help="The setup every trial starts from.")
+@with_options(*TRAINING.values())
+@click.option("--trials", type=int, default=20, show_default=True,
+              help="The study ends when this many trials have finished (complete or pruned), over all workers.")
+@click.option("--params", default=",".join(TUNE_PARAMS), show_default=True,
+              help="Comma-separated parameters to search.")
+@click.option("--storage", help="Optuna storage URL shared by every worker, e.g. sqlite:///tune.db or "
+              "postgresql://... (default: sqlite in the study folder).")
+@click.option("--study", default="tune", show_default=True, help="Study name (a folder under --project).")
+@click.option("--pruner", type=click.Choice(PRUNERS), default="median", show_default=True,
+              help="Stop a trial whose validation balanced accuracy trails the median of earlier ones.")
+@click.option("--heartbeat", type=int, default=60, show_default=True,
+              help="Seconds between a trial's heartbeats; one silent for two is failed and retried.")
+@click.option("--sampler-seed", type=int, default=0, show_default=True, help="The TPE sampler's seed.")
+@click.option("--project", default="runs/tune", show_default=True, help="Parent folder of studies.")
+def tune(recipe, trials, params, storage, study, pruner, heartbeat, sampler_seed, project, **options) -> None:
+    """Search training options with Optuna (TPE, pruning) on validation; resumable, shareable."""
+    from edgeskin.config import TuneConfig
+    from edgeskin.tune import tune as run_tune
+
+    train_options = tuple(sorted((k, v) for k, v in options.items() if v is not None and v != ()))
+    run_tune(TuneConfig(recipe=recipe, train=train_options, trials=trials,
+                        params=tuple(p.strip() for p in params.split(",") if p.strip()), storage=storage,
+                        study=study, pruner=pruner, heartbeat_s=heartbeat, seed=sampler_seed, project=project))
 
 
 @cli.command()

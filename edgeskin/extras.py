@@ -1,6 +1,6 @@
 """Up-front checks that a command's optional dependencies (pyproject's extras) are installed.
 
-`compress`, `export`, `benchmark` and `pretrain` import nncf, onnx, TensorFlow or lightly
+`compress`, `export`, `benchmark`, `pretrain` and `tune` import nncf, onnx, TensorFlow, lightly or Optuna
 lazily, deep inside the steps that use them (onnx2tf even runs as a subprocess), so without these
 checks a missing package would surface minutes into a run as a traceback. Each command calls
 `require` first and stops with one line naming the extra and the pip command. Only the module is looked up
@@ -20,6 +20,7 @@ EXTRAS = {
     "export": ("onnx", "onnxruntime", "tensorflow", "tf_keras", "ai_edge_litert", "onnx_graphsurgeon", "sng4onnx",
                "psutil"),
     "pretrain": ("lightly",),
+    "tune": ("optuna",),
 }
 # onnx2tf pins numpy 1.26 / TF 2.19, so it is not in the export extra: it goes in without its
 # dependencies, next to TF 2.21 (scripts/venv.sh).

@@ -4,6 +4,8 @@ the TrainConfig fields it sets, and explicit CLI options override them."""
 from __future__ import annotations
 
 import dataclasses
+import json
+from pathlib import Path
 from typing import Any, Callable
 
 from edgeskin.config import PretrainConfig, TrainConfig
@@ -88,15 +90,45 @@ def sresnet_binary() -> dict[str, Any]:
                 drop_rate=0.3, name="sresnet-binary")
 
 
-def recipe_config(recipe: str | None, overrides: dict[str, Any]) -> TrainConfig:
-    """A TrainConfig from a recipe's fields, then the options the user gave explicitly."""
+def recipe_config(recipe: str | None, overrides: dict[str, Any], config_file: str | None = None) -> TrainConfig:
+    """A TrainConfig from a recipe's fields, then a --config file's, then the options the user
+    gave explicitly."""
     fields: dict[str, Any] = {}
     if recipe is not None:
         if recipe not in RECIPES:
             raise EdgeskinError(f"unknown recipe {recipe!r}; choose one of {sorted(RECIPES)}")
         fields.update(RECIPES[recipe](), recipe=recipe)
+    if config_file is not None:
+        fields.update(config_file_fields(config_file))
     fields.update({k: v for k, v in overrides.items() if v is not None})
     return TrainConfig(**fields)
+
+
+# Where a run goes is the command line's business, so a run's own config.json can seed a new run.
+PLACE_FIELDS = ("project", "name", "exist_ok", "split_manifest")
+
+
+def config_file_fields(path: str) -> dict[str, Any]:
+    """The TrainConfig fields in a JSON or YAML file (`edgeskin tune`'s best_config.json, a run's
+    config.json, or one written by hand), less PLACE_FIELDS."""
+    import yaml  # timm's dependency
+
+    p, kind = Path(path), "YAML" if Path(path).suffix.lower() in (".yaml", ".yml") else "JSON"
+    if not p.is_file():
+        raise EdgeskinError(f"--config {path}: no such file; give a JSON or YAML file of train options")
+    try:
+        text = p.read_text(encoding="utf-8-sig")
+        raw = yaml.safe_load(text) if kind == "YAML" else json.loads(text)
+    except (ValueError, UnicodeDecodeError, yaml.YAMLError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise EdgeskinError(f"--config {path} is not valid {kind} ({reason}); fix the file") from None
+    if not isinstance(raw, dict):
+        raise EdgeskinError(f"--config {path} holds a {type(raw).__name__}; it must map option names to values")
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        raise EdgeskinError(f"--config {path}: unknown option {unknown[0]!r}; valid ones are {sorted(names - set(PLACE_FIELDS))}")
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items() if k not in PLACE_FIELDS}
 
 
 def pretrain_config(recipe: str | None, overrides: dict[str, Any]) -> PretrainConfig:

@@ -22,7 +22,7 @@ if [ ! -x "$venv/bin/python" ] || [ ! -f "$venv/.complete" ]; then
     # Constraints pin torch to the CPU wheel; an unpinned torch pulls several GB of CUDA.
     # edge_runtime first: edgeskin depends on it and it is not on an index.
     quiet "$venv/bin/pip" install -c "$root/requirements/constraints.txt" "$root/edge_runtime[onnx]"
-    quiet "$venv/bin/pip" install -c "$root/requirements/constraints.txt" "$root[compress,export,pretrain,dev]"
+    quiet "$venv/bin/pip" install -c "$root/requirements/constraints.txt" "$root[compress,export,pretrain,tune,dev]"
     # onnx2tf pins numpy 1.26 / TF 2.19; it runs fine next to TF 2.21, so it goes in without deps.
     quiet "$venv/bin/pip" install --no-deps onnx2tf==1.29.24
     quiet "$venv/bin/pip" uninstall -y edgeskin edgeskin-runtime

@@ -26,7 +26,7 @@ TOP_LEVEL = {"edgeskin": "core", "_compat": "core", "errors": "core", "fileio": 
              "card": "core", "config": "core", "metrics": "core", "recipes": "core",
              "predict": "models", "cam": "models",
              "cli": "top", "cli_options": "top", "pipeline": "top", "__main__": "top",
-             "reliability": "top"}  # drives the command lines, so it sits above them
+             "reliability": "top", "tune": "top", "tune_report": "top"}  # drives the command lines, so it sits above them
 
 
 def modules() -> dict[str, Path]:

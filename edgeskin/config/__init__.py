@@ -8,8 +8,9 @@ from edgeskin.config.compress import PRUNE_MODES, CompressConfig
 from edgeskin.config.ensemble import CHAIN_SETS, ChainConfig, EnsembleConfig
 from edgeskin.config.evaluate import EvalConfig
 from edgeskin.config.export import ExportConfig
+from edgeskin.config.tune import PARAMS, PRUNERS, TuneConfig
 from edgeskin.config.train import BALANCE_MODES, LOSSES, PretrainConfig, PriorConfig, TrainConfig
 
 __all__ = ["BALANCE_MODES", "CHAIN_SETS", "DEVICES", "LOSSES", "PRUNE_MODES", "BenchmarkConfig", "ChainConfig",
            "CompressConfig", "EnsembleConfig", "EvalConfig", "ExportConfig", "PretrainConfig", "PriorConfig",
-           "TrainConfig"]
+           "TrainConfig", "TuneConfig", "PARAMS", "PRUNERS"]

@@ -14,6 +14,7 @@ import shutil
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Callable
 
 import edgeskin._compat  # noqa: F401  (before timm, which imports torchvision, on CPU torch)
 
@@ -52,8 +53,11 @@ class TrainResult:
 
 # The whole run ------------------------------------------------------------------------------
 
-def train(cfg: TrainConfig | None = None, resume: str | Path | None = None) -> TrainResult:
-    """Train from `cfg`, or continue the run folder `resume` with the config saved in it."""
+def train(cfg: TrainConfig | None = None, resume: str | Path | None = None,
+          on_epoch: Callable[[int, dict], None] | None = None) -> TrainResult:
+    """Train from `cfg`, or continue the run folder `resume` with the config saved in it.
+    `on_epoch(epoch, val_metrics)` is called after each epoch's checkpoint (`edgeskin tune`'s
+    pruner reports there, and may stop the run by raising)."""
     if (cfg is None) == (resume is None):
         raise EdgeskinError("pass either a training config or a run folder to resume, not both")
     if resume is not None:
@@ -150,6 +154,8 @@ def train(cfg: TrainConfig | None = None, resume: str | Path | None = None) -> T
         (tqdm.write if d.main else say)(f"epoch {epoch + 1}/{state['planned_epochs']}  loss {loss:.4f}  "
                    f"val bal_acc {val['balanced_accuracy']:.4f}  auc {val['auc_macro']:.4f}  "
                    f"best {state['best_score']:.4f}@{state['best_epoch']}  {time.time() - t0:.1f}s")
+        if on_epoch is not None:
+            on_epoch(epoch + 1, val)
         if state["bad_epochs"] >= cfg.patience:
             stop_reason = f"early stop: no val balanced-accuracy gain for {cfg.patience} epochs"
             break
