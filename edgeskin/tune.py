@@ -97,12 +97,12 @@ def tune(cfg: TuneConfig) -> TuneResult:
                             "drop one of them")
     study_dir = Path(cfg.project) / cfg.study
     study_dir.mkdir(parents=True, exist_ok=True)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # edgeskin prints one line per trial itself
     study = _study(cfg, study_dir)
     states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     done = len(study.get_trials(deepcopy=False, states=states))
     print(f"edgeskin tune: study {cfg.study!r} in {study_dir} ({done}/{cfg.trials} trials finished)")
     if done < cfg.trials:
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
         study.optimize(_objective(cfg, base, study_dir), callbacks=[
             optuna.study.MaxTrialsCallback(cfg.trials, states=states), _say_trial])
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
