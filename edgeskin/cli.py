@@ -36,15 +36,22 @@ _DEBUG = [False]  # set by the group's --debug before any command runs; read by 
 @click.option("--resume", type=click.Path(), help="Continue a killed run from its last checkpoint.")
 @click.option("--config", "config_file", type=click.Path(),
               help="JSON/YAML file of train options (e.g. `edgeskin tune`'s best_config.json); explicit options override it.")
-def train(resume, recipe, config_file, **options) -> None:
+@click.option("--folds", type=int, help="K-fold cross-validation: K lesion-grouped runs, each tested on its own "
+              "fold, and one report with mean ± std.")
+def train(resume, recipe, config_file, folds, **options) -> None:
     """Train a classifier; writes checkpoint, split manifest and model card to a run directory."""
     from edgeskin.recipes import recipe_config
     from edgeskin.train import train as run_train
 
     options = {k: (None if v == () else v) for k, v in options.items()}  # an unused --teacher is ()
     if resume:
-        _resume_alone(resume, recipe, {**options, "config": config_file})
+        _resume_alone(resume, recipe, {**options, "config": config_file, "folds": folds})
         result = run_train(resume=resume)
+    elif folds is not None:
+        from edgeskin.evaluate.kfold import train_folds
+
+        click.echo(f"report: {train_folds(recipe_config(recipe, options, config_file), folds).report}")
+        return
     else:
         result = run_train(recipe_config(recipe, options, config_file))
     if result.main:  # under torchrun, rank 0 speaks for the run

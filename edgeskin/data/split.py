@@ -97,6 +97,35 @@ def make_split(samples: Sequence[Sample], targets: np.ndarray, digests: Sequence
     return split
 
 
+def kfold_splits(samples: Sequence[Sample], targets: np.ndarray, digests: Sequence[str], k: int, seed: int,
+                 val_fraction: float) -> list[Split]:
+    """K lesion-grouped, class-stratified folds (scikit-learn's StratifiedGroupKFold): split i tests
+    on fold i, and validates on a grouped ~`val_fraction` of the others; every image is tested once."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    if not 2 <= k <= 20:
+        raise EdgeskinError(f"--folds {k}; use 2..20 (5 is usual)")
+    groups = group_ids(samples, digests)
+    if len(np.unique(groups)) < k or int(np.bincount(targets).max()) < k:
+        raise EdgeskinError(f"--folds {k}: the data has {len(np.unique(groups))} distinct lesions and its largest "
+                            f"class {int(np.bincount(targets).max())} images; use fewer folds or add images")
+    with warnings.catch_warnings():  # rare classes with fewer lesions than folds are expected
+        warnings.simplefilter("ignore", UserWarning)
+        folds = list(StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed).split(
+            np.zeros(len(targets)), targets, groups))
+    splits = []
+    for i, (_, test) in enumerate(folds):
+        assignment = np.full(len(samples), "train", dtype=object)
+        assignment[test] = "test"
+        rest = np.flatnonzero(assignment != "test")
+        val = _one_fold(targets[rest], groups[rest], val_fraction / (1 - 1 / k), seed + 1 + i)
+        assignment[rest[val]] = "val"
+        split = Split(tuple(assignment))
+        check_no_leak(samples, digests, split)
+        splits.append(split)
+    return splits
+
+
 def source_strata(targets: np.ndarray, sources: Sequence[str]) -> np.ndarray:
     """The stratification key of a pooled dataset: the label within its source, so each source keeps
     its own class mix on every side of the split (BCN's 34% nv is not HAM's 67%)."""
