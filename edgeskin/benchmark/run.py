@@ -33,6 +33,7 @@ from edgeskin.errors import EdgeskinError
 from edgeskin.train.runs import load_run_model, run_data
 from edgeskin.extras import require, require_onnx2tf
 from edgeskin.predict import predict_logits
+from edgeskin.progress import progress
 
 TORCH = "torch-fp32"
 OUT_DIR = "benchmark"
@@ -160,7 +161,8 @@ def benchmark(cfg: BenchmarkConfig) -> BenchmarkResult:
     rows = []
     for threads in cfg.threads:  # Steps 3-4
         peak = measure.interpreter_peak(threads)
-        for name in targets:
+        # One step per file; never a bar inside a timed loop, where its own writes would be timed.
+        for name in progress(targets, f"timing at {threads} thread{'s' * (threads > 1)}", unit="file"):
             if name == TORCH:
                 timing = measure.latency_torch(run, image, threads, cfg.runs, cfg.warmup)
             else:
