@@ -101,3 +101,25 @@ def test_torchrun_batch_must_split_evenly(synth_root, tmp_path):
     assert proc.returncode != 0
     assert "--batch-size 15 over 2 processes; use a multiple of 2" in proc.stderr
     assert not any(tmp_path.iterdir())
+
+
+def test_two_nodes_through_rendezvous(synth_root, tmp_path):
+    """The README's two-machine command, as two torchrun agents on this host meeting at a c10d
+    rendezvous endpoint: one run folder, written and announced once."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "EDGESKIN_PROGRESS_S": "3600"}
+    args = ["train", "--data", str(synth_root), "--backbone", "edgeskin_cnn_s", "--input-size", "32x48", "--epochs", "2",
+            "--batch-size", "16", "--device", "cpu", "--project", str(tmp_path), "--name", "run"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
+           "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "edgeskin-test",
+           "-m", "edgeskin", *args]
+    nodes = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+             for _ in range(2)]
+    logs = [n.communicate(timeout=600)[0] for n in nodes]
+    assert [n.returncode for n in nodes] == [0, 0], logs
+    assert [p.name for p in tmp_path.iterdir()] == ["run"] and (tmp_path / "run" / "model_card.json").is_file()
+    assert "".join(logs).count("edgeskin train: done") == 1 and "2 processes" in "".join(logs)
