@@ -188,9 +188,7 @@ def _say_trial(study, trial) -> None:
 def _write_best(study_dir: Path, best) -> Path:
     """The best trial's full TrainConfig, less where its run went: `edgeskin train --config` runs it
     again (give it more --epochs for the final model)."""
-    from edgeskin.config import TrainConfig as _TrainConfig
-
-    saved = _TrainConfig.load(Path(best.user_attrs["run"]) / "config.json")
+    saved = TrainConfig.load(Path(best.user_attrs["run"]) / "config.json")
     fields = {k: v for k, v in dataclasses.asdict(saved).items() if k not in PLACE_FIELDS}
     path = study_dir / BEST_CONFIG
     write_json(path, fields)

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from edgeskin.train.distributed import RankShard
@@ -94,12 +95,16 @@ def test_torchrun_two_processes(synth_root, tmp_path):
     assert np.isclose(_val(killed / "run")["balanced_accuracy"], two_val["balanced_accuracy"])
 
 
-def test_torchrun_batch_must_split_evenly(synth_root, tmp_path):
+@pytest.mark.parametrize("args, message", [
+    (["--batch-size", "15"], "--batch-size 15 over 2 processes; use a multiple of 2"),
+    (["--mask-guidance", "0.5"], "--mask-guidance 0.5 under torchrun (2 processes); train mask-guided runs in one"),
+])
+def test_torchrun_refuses_with_one_line(synth_root, tmp_path, args, message):
     proc = subprocess.run(_torchrun("train", "--data", str(synth_root), "--backbone", "edgeskin_cnn_s",
-                                    "--batch-size", "15", "--epochs", "1", "--device", "cpu",
-                                    "--project", str(tmp_path)), capture_output=True, text=True)
+                                    "--epochs", "1", "--device", "cpu", "--project", str(tmp_path), *args),
+                          capture_output=True, text=True)
     assert proc.returncode != 0
-    assert "--batch-size 15 over 2 processes; use a multiple of 2" in proc.stderr
+    assert message in proc.stderr
     assert not any(tmp_path.iterdir())
 
 

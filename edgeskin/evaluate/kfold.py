@@ -17,15 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from edgeskin.config import EvalConfig, TrainConfig
-from edgeskin.data.bundle import load_labelled
-from edgeskin.data.records import get_task
 from edgeskin.data.split import kfold_splits, source_strata, write_manifest
 from edgeskin.errors import EdgeskinError
 from edgeskin.evaluate.run import evaluate
 from edgeskin.fileio import write_json, write_text
 from edgeskin.train import train
 from edgeskin.train.checkpoint import new_run_dir
-from edgeskin.train.prepare import check_options
+from edgeskin.train.prepare import check_options, load_data
 
 REPORT_JSON, REPORT_MD = "kfold.json", "kfold.md"
 FIGURES = ("balanced_accuracy", "auc_macro", "mel_auc", "mel_recall")
@@ -45,9 +43,7 @@ def train_folds(cfg: TrainConfig, k: int) -> KFoldResult:
         raise EdgeskinError("--folds makes its own splits; drop --split-manifest/--holdout-source")
     check_options(cfg)
     # Step 1: data and folds, before any folder exists (bad input fails first).
-    task = get_task(cfg.task)
-    data = load_labelled(cfg.data, task, cfg.input_size, cfg.max_images, cfg.seed,
-                         color_constancy=cfg.color_constancy, label_map=cfg.label_map)
+    data = load_data(cfg)
     splits = kfold_splits(data.samples, source_strata(data.targets, data.sources), data.digests, k, cfg.seed,
                           cfg.val_fraction)
     out = new_run_dir(cfg.project, cfg.name, cfg.exist_ok)
@@ -61,7 +57,7 @@ def train_folds(cfg: TrainConfig, k: int) -> KFoldResult:
                                         name=f"fold-{i}", exist_ok=True)).run_dir
         # Step 3: its test side, as `edgeskin evaluate` scores it.
         m = evaluate(EvalConfig(run=str(run), device=cfg.device)).metrics
-        folds.append(_fold_figures(i, run, m, task.positive_label))
+        folds.append(_fold_figures(i, run, m, data.task.positive_label))
         print(f"edgeskin train --folds: fold {i + 1}/{k} test balanced accuracy {folds[-1]['balanced_accuracy']:.4f}")
     # Step 4: the report.
     mean = {f: _stat(statistics.fmean, folds, f) for f in FIGURES}

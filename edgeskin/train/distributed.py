@@ -33,7 +33,6 @@ from edgeskin.predict import resolve_device
 class Dist:
     rank: int = 0
     world: int = 1
-    local_rank: int = 0
 
     @property
     def main(self) -> bool:
@@ -107,7 +106,7 @@ def setup(device_choice: str, batch_size: int) -> tuple[Dist, torch.device]:
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
                                 timeout=datetime.timedelta(minutes=30))
-    return Dist(rank, world, local), device
+    return Dist(rank, world), device
 
 
 def teardown(d: Dist) -> None:

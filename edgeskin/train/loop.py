@@ -151,9 +151,10 @@ def train(cfg: TrainConfig | None = None, resume: str | Path | None = None,
             ckpt.save(run_dir / ckpt.LAST, {**state, "model": model.state_dict(), "optimizer": opt.state_dict(),
                                             "scaler": scaler.state_dict(),
                                             **({"ema": ema.state_dict()} if ema is not None else {})})
-        (tqdm.write if d.main else say)(f"epoch {epoch + 1}/{state['planned_epochs']}  loss {loss:.4f}  "
-                   f"val bal_acc {val['balanced_accuracy']:.4f}  auc {val['auc_macro']:.4f}  "
-                   f"best {state['best_score']:.4f}@{state['best_epoch']}  {time.time() - t0:.1f}s")
+        if d.main:
+            tqdm.write(f"epoch {epoch + 1}/{state['planned_epochs']}  loss {loss:.4f}  "
+                       f"val bal_acc {val['balanced_accuracy']:.4f}  auc {val['auc_macro']:.4f}  "
+                       f"best {state['best_score']:.4f}@{state['best_epoch']}  {time.time() - t0:.1f}s")
         if on_epoch is not None:
             on_epoch(epoch + 1, val)
         if state["bad_epochs"] >= cfg.patience:

@@ -39,10 +39,14 @@ def check_options(cfg: TrainConfig) -> None:
 
 # Step 1-2: data and split -------------------------------------------------------------------
 
-def prepare_data(cfg: TrainConfig) -> tuple[LabelledImages, Split]:
-    task = get_task(cfg.task)
-    data = load_labelled(cfg.data, task, cfg.input_size, cfg.max_images, cfg.seed,
+def load_data(cfg: TrainConfig) -> LabelledImages:
+    """The images a run trains on (its --max-images subset, its colour constancy and label map)."""
+    return load_labelled(cfg.data, get_task(cfg.task), cfg.input_size, cfg.max_images, cfg.seed,
                          color_constancy=cfg.color_constancy, label_map=cfg.label_map)
+
+
+def prepare_data(cfg: TrainConfig) -> tuple[LabelledImages, Split]:
+    data = load_data(cfg)
     if cfg.split_manifest:
         try:
             split, keep = read_manifest(cfg.split_manifest, data.samples, data.digests)
