@@ -54,3 +54,29 @@ def test_field_dropout_and_round_trip():
     assert ContextEncoding.from_dict(ENC.to_dict()) == ENC
     with pytest.raises(EdgeRuntimeError, match="upgrade"):
         ContextEncoding.from_dict({**ENC.to_dict(), "age_scale": 10})
+
+
+def test_fused_network_adds_a_context_block_that_leaves_the_cam_alone():
+    import edgeskin._compat  # noqa: F401
+    import torch
+
+    from edgeskin.models.factory import build_model
+
+    torch.manual_seed(0)
+    model = build_model("edgeskin_cnn_s", 3, input_size=(24, 32), context=ENC.to_dict()).eval()
+    x = torch.randn(2, 3, 24, 32)
+    ctx = torch.from_numpy(ENC.encode_all([Context(80, "male", "face"), Context(20, "female", "back")]))
+    missing = torch.from_numpy(ENC.encode_all([Context(), Context()]))
+    with torch.no_grad():
+        torch.nn.init.normal_(model.context.fc.weight)  # make the context matter
+        fused, none, default = model(x, ctx), model(x, missing), model(x)
+        model.cam_output = True
+        (_, cam_ctx), (_, cam_none) = model(x, ctx), model(x)
+    assert not torch.allclose(fused, none)  # the context moves the logits
+    assert torch.allclose(none, default)  # no context = every field missing
+    assert torch.equal(cam_ctx, cam_none) and cam_ctx.shape[:2] == (2, 3)
+    # the image block alone is what a plain network of the same weights gives
+    plain = build_model("edgeskin_cnn_s", 3, input_size=(24, 32)).eval()
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("context.")})
+    with torch.no_grad():
+        assert torch.allclose(fused - model.context(ctx, 2), plain(x), atol=1e-5)

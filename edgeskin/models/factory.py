@@ -35,22 +35,47 @@ class SkinClassifier(nn.Module):
     model's forward, stay active when an int8 model is exported with its CAM head.
     """
 
-    def __init__(self, backbone: nn.Module, head: nn.Module):
+    def __init__(self, backbone: nn.Module, head: nn.Module, context: "ContextBranch | None" = None):
         super().__init__()
         self.backbone = backbone
         self.cam_layer = nn.Identity()
         self.head = head
+        self.context = context
         self.cam_output = False
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.cam_layer(self.backbone.forward_features(x))
 
-    def forward(self, x: torch.Tensor):
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None):
         feats = self.forward_features(x)
         logits = self.head(feats)
+        if self.context is not None:
+            logits = logits + self.context(context, len(x))
         if not self.cam_output:
             return logits
         return logits, self.head.cam(feats)  # see edgeskin.cam
+
+
+class ContextBranch(nn.Module):
+    """The patient-context vector (edge_runtime.fusion) -> a small MLP -> class logits, added to the
+    image head's: with the gap_linear head this is exactly a classifier over [pooled image
+    features, context embedding] concatenated, split into its two blocks. Split, because the
+    context block is constant over the image, so the CAM (the image block over the feature map)
+    is the same whatever context is fed, and Grad-CAM on the image still checks it.
+    `context=None` feeds the all-missing vector: every caller that has no context (Grad-CAM,
+    NNCF's tracing) gets what the network learned for "nothing recorded"."""
+
+    def __init__(self, dim: int, num_classes: int, missing, hidden: int = 32):
+        super().__init__()
+        self.dim = dim
+        self.embed = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(inplace=True))
+        self.fc = nn.Linear(hidden, num_classes)
+        self.register_buffer("missing", torch.as_tensor(missing, dtype=torch.float32).view(1, dim))
+
+    def forward(self, context: torch.Tensor | None, n: int) -> torch.Tensor:
+        if context is None:
+            context = self.missing.expand(n, self.dim)
+        return self.fc(self.embed(context))
 
 
 class Members(nn.Module):
@@ -152,13 +177,20 @@ def _feature_net(backbone: str, input_size, pretrained: bool, weights: str | Non
 
 def build_model(backbone: str, num_classes: int, head: str = "gap_linear", input_size=(128, 128),
                 drop_rate: float = 0.0, pretrained: bool = False, weights: str | None = None,
-                weights_sha256: str | None = None, members: int = 1) -> SkinClassifier:
-    """One network, or with `members` > 1 that many side by side (Members), as an ensemble run's card says."""
+                weights_sha256: str | None = None, members: int = 1, context: dict | None = None) -> SkinClassifier:
+    """One network, or with `members` > 1 that many side by side (Members), as an ensemble run's card says.
+    `context`: a ContextEncoding's dict (edge_runtime.fusion) for a fused image + metadata network."""
     check_backbone(backbone)
     check_head(head)
     parts = [_feature_net(backbone, input_size, pretrained, weights, weights_sha256) for _ in range(members)]
     net = parts[0][0] if members == 1 else Members([p for p, _ in parts])
-    return SkinClassifier(net, HEADS[head](sum(c for _, c in parts), num_classes, drop_rate))
+    branch = None
+    if context is not None:
+        from edge_runtime.fusion import ContextEncoding
+
+        enc = ContextEncoding.from_dict(context)
+        branch = ContextBranch(enc.dim, num_classes, enc.encode(None))
+    return SkinClassifier(net, HEADS[head](sum(c for _, c in parts), num_classes, drop_rate), branch)
 
 
 def model_for_card(card: "ModelCard") -> SkinClassifier:
