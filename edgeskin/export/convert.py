@@ -23,6 +23,7 @@ from edgeskin.extras import EXTRAS
 
 OPSET = 17
 INPUT, LOGITS, CAM, SCORES = "image", "logits", "cam", "scores"
+CONTEXT = "context"  # a fused network's second input: the patient-context vector (edge_runtime.fusion)
 UNIT_PIXELS = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))  # (mean, std) of a Target.takes_unit_pixels input: pixels/255
 
 
@@ -60,15 +61,22 @@ def torch2onnx(model: nn.Module, input_size: tuple[int, int], path: Path, precis
                            example_input=torch.zeros(1, 3, *input_size))
     with_cam(model, outputs == "logits+cam")
     names = [LOGITS, CAM] if outputs == "logits+cam" else [SCORES]
+    context = getattr(model, "context", None)
+    if context is not None and outputs == "scores":
+        raise EdgeskinError("a fused image + metadata model takes two inputs; MediaPipe's ImageClassifier takes "
+                            "one image, so use --target tflite (edge_runtime feeds the context)")
     if outputs == "scores":
         model = _Scores(model, *normalize)
+    args, inputs = (torch.zeros(1, 3, *input_size),), [INPUT]
+    if context is not None:  # exported as an input, not folded: the device feeds each patient's
+        args, inputs = (*args, context.missing.clone()), [INPUT, CONTEXT]
     try:
         with warnings.catch_warnings():
             # The TorchScript exporter is deprecated but is the one that writes NNCF's QDQ pairs.
             warnings.simplefilter("ignore", DeprecationWarning)
-            torch.onnx.export(model, (torch.zeros(1, 3, *input_size),), str(path), dynamo=False,
-                              opset_version=OPSET, input_names=[INPUT], output_names=names,
-                              dynamic_axes={n: {0: "batch"} for n in [INPUT, *names]})
+            torch.onnx.export(model, args, str(path), dynamo=False,
+                              opset_version=OPSET, input_names=inputs, output_names=names,
+                              dynamic_axes={n: {0: "batch"} for n in [*inputs, *names]})
     except Exception as exc:  # the exporter raises many types for unsupported ops
         raise EdgeskinError(f"ONNX export failed ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
     return path
@@ -84,8 +92,11 @@ class OnnxRunner:
         options.log_severity_level = 3
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
-    def __call__(self, x):
-        return tuple(self.session.run([LOGITS, CAM], {INPUT: x}))
+    def __call__(self, x, context=None):
+        feed = {INPUT: x}
+        if context is not None:
+            feed[CONTEXT] = context.astype("float32")
+        return tuple(self.session.run([LOGITS, CAM], feed))
 
 
 @dataclass(frozen=True)
@@ -112,7 +123,9 @@ def torch2tflite(model: nn.Module, input_size: tuple[int, int], path: Path, prec
     try:
         torch2onnx(model, input_size, onnx_path, precision, outputs=outputs, normalize=normalize)
         io = "int8" if outputs == "logits+cam" else "float"
-        return onnx2tflite(onnx_path, path, precision, input_size, calibration, io=io)
+        context = getattr(model, "context", None)
+        return onnx2tflite(onnx_path, path, precision, input_size, calibration, io=io,
+                           context_dim=0 if context is None else context.dim)
     finally:
         onnx_path.unlink(missing_ok=True)
 

@@ -40,10 +40,14 @@ class Calibration:
     pixels: np.ndarray
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    context: np.ndarray | None = None  # a fused model's context vectors, one per image (fed as they are)
 
 
 def onnx2tflite(onnx_path: Path, out_path: Path, precision: str, input_size: tuple[int, int],
-                calibration: Calibration | None = None, io: str = "int8", channels: int = 3) -> Path:
+                calibration: Calibration | None = None, io: str = "int8", channels: int = 3,
+                context_dim: int = 0) -> Path:
+    """`context_dim` > 0: the graph's second input `context` (1 x D), a fused model's; int8
+    calibration then needs `calibration.context`, the training images' own context vectors."""
     if precision not in SUFFIX:
         raise EdgeskinError(f"unknown --precision {precision!r} for tflite; choose one of {sorted(SUFFIX)}")
     if precision in CALIBRATED and (calibration is None or len(calibration.pixels) == 0):
@@ -54,10 +58,15 @@ def onnx2tflite(onnx_path: Path, out_path: Path, precision: str, input_size: tup
         np.save(Path(work) / CALIBRATION_SAMPLE, rng.random((20, 128, 128, 3), dtype=np.float32))
         shutil.copy(onnx_path, Path(work) / "model.onnx")  # onnx2tf names its outputs after the input
         cmd = [sys.executable, "-m", "onnx2tf", "-i", "model.onnx", "-o", "out", "-n",
-               "-ois", f"image:1,{channels},{h},{w}"]
+               "-ois", f"image:1,{channels},{h},{w}"] + ([f"context:1,{context_dim}"] if context_dim else [])
         if precision in CALIBRATED:  # onnx2tf drops QDQ pairs, so int8 is calibrated on real images
             np.save(Path(work) / "calib.npy", calibration.pixels.astype(np.float32) / 255.0)
             cmd += ["-oiqt", "-cind", "image", "calib.npy", str(list(calibration.mean)), str(list(calibration.std))]
+            if context_dim:  # every input needs calibration data; the vectors are already encoded
+                if calibration.context is None or len(calibration.context) != len(calibration.pixels):
+                    raise EdgeskinError("int8 calibration of a fused model needs one context vector per image")
+                np.save(Path(work) / "calib_context.npy", calibration.context.astype(np.float32))
+                cmd += ["-cind", "context", "calib_context.npy", "[0.0]", "[1.0]"]
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
         proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, env=env)
         suffix = FLOAT_IO_INT8 if precision == "int8" and io == "float" else SUFFIX[precision]
@@ -82,7 +91,9 @@ class LiteRTRunner:
         outputs = self.backend.interpreter.get_output_details()
         self.roles = ["scores" if len(d["shape"]) == 2 else "cam" for d in outputs]  # in tensor order
 
-    def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        outs = [self.backend.run(image[None]) for image in x.transpose(0, 2, 3, 1)]  # NHWC: onnx2tf's layout
+    def __call__(self, x: np.ndarray, context: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        rows = [None] * len(x) if context is None else [c[None] for c in context]
+        outs = [self.backend.run(image[None], context=c)  # NHWC: onnx2tf's layout
+                for image, c in zip(x.transpose(0, 2, 3, 1), rows)]
         cams = None if self.cam is None else np.stack([c for _, c in outs])
         return np.stack([s for s, _ in outs]), cams

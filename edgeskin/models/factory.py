@@ -50,7 +50,7 @@ class SkinClassifier(nn.Module):
         feats = self.forward_features(x)
         logits = self.head(feats)
         if self.context is not None:
-            logits = logits + self.context(context, len(x))
+            logits = logits + self.context(context, x.shape[0])
         if not self.cam_output:
             return logits
         return logits, self.head.cam(feats)  # see edgeskin.cam

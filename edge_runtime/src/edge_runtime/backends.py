@@ -64,7 +64,9 @@ class LiteRTBackend:
                                    "whole file again or re-run `edgeskin export`") from None
         self.delegate = "XNNPACK" if "XNNPACK" in log.get("text", "") else "built-in CPU kernels"
         self.threads = threads
-        self.input = self.interpreter.get_input_details()[0]
+        inputs = self.interpreter.get_input_details()  # told apart by rank, as the outputs are
+        self.input = next(d for d in inputs if len(d["shape"]) == 4)
+        self.context = next((d for d in inputs if len(d["shape"]) == 2), None)  # a fused model's context vector
         outputs = self.interpreter.get_output_details()
         self.scores = next((d for d in outputs if len(d["shape"]) == 2), None)
         if self.scores is None:
@@ -83,12 +85,22 @@ class LiteRTBackend:
         scale, zero = detail["quantization"]
         return (value.astype(np.float32) - zero) * scale if scale else value.astype(np.float32)
 
-    def run(self, x: np.ndarray, with_cam: bool = True):
-        scale, zero = self.input["quantization"]
+    def _set(self, detail, x: np.ndarray) -> None:
+        scale, zero = detail["quantization"]
         if scale:  # int8 input: quantize with the tensor's own scale and zero-point
-            info = np.iinfo(self.input["dtype"])
+            info = np.iinfo(detail["dtype"])
             x = np.clip(np.round(x / scale + zero), info.min, info.max)
-        self.interpreter.set_tensor(self.input["index"], x.astype(self.input["dtype"]))
+        self.interpreter.set_tensor(detail["index"], x.astype(detail["dtype"]))
+
+    def run(self, x: np.ndarray, with_cam: bool = True, context: np.ndarray | None = None):
+        """`context`: 1 x D, the encoded patient context (edge_runtime.fusion) of a fused model."""
+        self._set(self.input, x)
+        if self.context is not None:
+            if context is None or context.shape != tuple(self.context["shape"]):
+                got = None if context is None else context.shape
+                raise EdgeRuntimeError(f"this model takes a context vector of shape {list(self.context['shape'])} "
+                                       f"beside the image, got {got}; encode it with edge_runtime.fusion")
+            self._set(self.context, context)
         self.interpreter.invoke()
         cam = self._get(self.cam).transpose(2, 0, 1) if (with_cam and self.cam is not None) else None
         return self._get(self.scores), cam
@@ -119,9 +131,16 @@ class OnnxBackend:
         self.names = [o.name for o in self.session.get_outputs()]
         self.n_scores = self.session.get_outputs()[0].shape[-1]
 
-    def run(self, x: np.ndarray, with_cam: bool = True):
+    def run(self, x: np.ndarray, with_cam: bool = True, context: np.ndarray | None = None):
         wanted = self.names if with_cam else self.names[:1]
-        out = self.session.run(wanted, {self.session.get_inputs()[0].name: x.transpose(0, 3, 1, 2)})
+        inputs = self.session.get_inputs()
+        feed = {inputs[0].name: x.transpose(0, 3, 1, 2)}
+        if len(inputs) > 1:  # a fused model's context vector (edge_runtime.fusion)
+            if context is None:
+                raise EdgeRuntimeError("this model takes a context vector beside the image; encode it with "
+                                       "edge_runtime.fusion")
+            feed[inputs[1].name] = context.astype(np.float32)
+        out = self.session.run(wanted, feed)
         return out[0][0], (out[1][0] if with_cam and len(out) > 1 else None)
 
 
