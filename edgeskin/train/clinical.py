@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from edge_runtime.clinical import AGE_EDGES, UNKNOWN, ClinicalPrior, Context
+from edge_runtime.clinical import AGE_EDGES, ClinicalPrior, Context, vocab
 
 from edgeskin.card import ModelCard
 from edgeskin.config import PriorConfig, TrainConfig
@@ -42,10 +42,6 @@ MIN_KNOWN = 0.5  # fit only when at least half the training images record some c
 
 def context_of(s: Sample) -> Context:
     return Context(s.age, s.sex, s.site)
-
-
-def _vocab(values: Sequence[str | None]) -> tuple[str, ...]:
-    return tuple(sorted({v for v in values if v is not None and v != UNKNOWN}))
 
 
 @dataclass(frozen=True)
@@ -72,7 +68,7 @@ def fit_clinical_prior(train: Sequence[Sample], train_y: np.ndarray, n_classes: 
     from sklearn.linear_model import LogisticRegression
 
     check_context("the data", train)
-    shell = ClinicalPrior(_vocab([s.site for s in train]), _vocab([s.sex for s in train]), AGE_EDGES,
+    shell = ClinicalPrior(vocab([s.site for s in train]), vocab([s.sex for s in train]), AGE_EDGES,
                           np.zeros((n_classes, 0)), np.zeros(n_classes), 1.0)
     x = np.stack([shell.features(context_of(s)) for s in train])
     lr = LogisticRegression(C=C, class_weight="balanced", max_iter=5000).fit(x, train_y)

@@ -65,7 +65,7 @@ class LiteRTBackend:
         self.delegate = "XNNPACK" if "XNNPACK" in log.get("text", "") else "built-in CPU kernels"
         self.threads = threads
         inputs = self.interpreter.get_input_details()  # told apart by rank, as the outputs are
-        self.input = next(d for d in inputs if len(d["shape"]) == 4)
+        self.input = next((d for d in inputs if len(d["shape"]) == 4), inputs[0])
         self.context = next((d for d in inputs if len(d["shape"]) == 2), None)  # a fused model's context vector
         outputs = self.interpreter.get_output_details()
         self.scores = next((d for d in outputs if len(d["shape"]) == 2), None)
@@ -129,17 +129,17 @@ class OnnxBackend:
         self.delegate = self.session.get_providers()[0]
         self.input_dtype = "float32"
         self.names = [o.name for o in self.session.get_outputs()]
+        self.inputs = [i.name for i in self.session.get_inputs()]  # image, then a fused model's context
         self.n_scores = self.session.get_outputs()[0].shape[-1]
 
     def run(self, x: np.ndarray, with_cam: bool = True, context: np.ndarray | None = None):
         wanted = self.names if with_cam else self.names[:1]
-        inputs = self.session.get_inputs()
-        feed = {inputs[0].name: x.transpose(0, 3, 1, 2)}
-        if len(inputs) > 1:  # a fused model's context vector (edge_runtime.fusion)
+        feed = {self.inputs[0]: x.transpose(0, 3, 1, 2)}
+        if len(self.inputs) > 1:  # a fused model's context vector (edge_runtime.fusion)
             if context is None:
                 raise EdgeRuntimeError("this model takes a context vector beside the image; encode it with "
                                        "edge_runtime.fusion")
-            feed[inputs[1].name] = context.astype(np.float32)
+            feed[self.inputs[1]] = context.astype(np.float32)
         out = self.session.run(wanted, feed)
         return out[0][0], (out[1][0] if with_cam and len(out) > 1 else None)
 

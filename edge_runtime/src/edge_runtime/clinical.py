@@ -38,6 +38,22 @@ class Context:
     site: str | None = None
 
 
+def vocab(values) -> tuple[str, ...]:
+    """The recorded values of one field ("unknown" and None mean missing, not a value)."""
+    return tuple(sorted({v for v in values if v is not None and v != UNKNOWN}))
+
+
+def check_values(ctx: Context, sites: tuple[str, ...], sexes: tuple[str, ...]) -> None:
+    """A one-line error for a value a model was not fitted on, naming the valid ones; an age
+    outside 0-120 (or NaN, which compares false) likewise."""
+    for name, value, known in (("body site", ctx.site, sites), ("sex", ctx.sex, sexes)):
+        if value is not None and value != UNKNOWN and value not in known:
+            raise EdgeRuntimeError(f"{name} {value!r} is not one this model knows; use one of "
+                                   f"{list(known)} or leave it out")
+    if ctx.age is not None and not 0 <= ctx.age <= 120:
+        raise EdgeRuntimeError(f"age {ctx.age!r} is not an age in years; pass 0-120 or leave it out")
+
+
 @dataclass(frozen=True)
 class ClinicalPrior:
     sites: tuple[str, ...]  # body sites it was fitted on ("unknown" is not one: it means missing)
@@ -59,12 +75,7 @@ class ClinicalPrior:
 
     def check(self, ctx: Context) -> None:
         """A one-line error for a value the prior cannot use, naming the valid ones."""
-        for name, value, known in (("body site", ctx.site, self.sites), ("sex", ctx.sex, self.sexes)):
-            if value is not None and value != UNKNOWN and value not in known:
-                raise EdgeRuntimeError(f"{name} {value!r} is not one this model knows; use one of "
-                                       f"{list(known)} or leave it out")
-        if ctx.age is not None and not 0 <= ctx.age <= 120:
-            raise EdgeRuntimeError(f"age {ctx.age!r} is not an age in years; pass 0-120 or leave it out")
+        check_values(ctx, self.sites, self.sexes)
 
     def groups(self) -> tuple[slice, slice, slice]:
         """Where body site, sex and age bin sit in features()."""

@@ -17,11 +17,10 @@ from typing import Iterable
 
 import numpy as np
 
-from edge_runtime.clinical import UNKNOWN, Context
+from edge_runtime.clinical import Context, check_values, vocab
 from edge_runtime.errors import EdgeRuntimeError
 
 AGE_SCALE = 100.0  # years -> about [0, 1]
-MAX_AGE = 120.0
 FIELDS = ("age", "sex", "site")
 
 
@@ -33,9 +32,6 @@ class ContextEncoding:
     @classmethod
     def fit(cls, contexts: Iterable[Context]) -> "ContextEncoding":
         contexts = list(contexts)
-
-        def vocab(values) -> tuple[str, ...]:
-            return tuple(sorted({v for v in values if v is not None and v != UNKNOWN}))
         return cls(vocab(c.sex for c in contexts), vocab(c.site for c in contexts))
 
     @classmethod
@@ -65,12 +61,7 @@ class ContextEncoding:
 
     def check(self, ctx: Context) -> None:
         """A one-line error for a value the network was not trained on, naming the valid ones."""
-        for name, value, known in (("body site", ctx.site, self.sites), ("sex", ctx.sex, self.sexes)):
-            if value is not None and value != UNKNOWN and value not in known:
-                raise EdgeRuntimeError(f"{name} {value!r} is not one this model knows; use one of "
-                                       f"{list(known)} or leave it out")
-        if ctx.age is not None and not (isinstance(ctx.age, (int, float)) and 0 <= ctx.age <= MAX_AGE):
-            raise EdgeRuntimeError(f"age {ctx.age!r} is not an age in years; pass 0-{MAX_AGE:g} or leave it out")
+        check_values(ctx, self.sites, self.sexes)
 
     def encode(self, ctx: Context | None = None) -> np.ndarray:
         ctx = ctx or Context()
@@ -80,8 +71,9 @@ class ContextEncoding:
             v[1] = 1.0
         else:
             v[0] = float(ctx.age) / AGE_SCALE
+        slots = self.slots()
         for name, value, known in (("sex", ctx.sex, self.sexes), ("site", ctx.site, self.sites)):
-            s = self.slots()[name]
+            s = slots[name]
             v[s.start + (known.index(value) if value in known else len(known))] = 1.0
         return v
 
