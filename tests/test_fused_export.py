@@ -88,3 +88,35 @@ def test_mediapipe_refuses_a_fused_model_in_one_line(fused, tmp_path):
     with pytest.raises(EdgeskinError, match="two inputs.*--target tflite") as e:
         torch2mediapipe(model, SIZE, tmp_path / "m.tflite", "fp32", calib)
     assert "\n" not in str(e.value) and not list(tmp_path.iterdir())
+
+
+def test_two_input_onnx_runs_in_edge_runtime_and_matches_torch(fused, tmp_path):
+    from edge_runtime.backends import OnnxBackend
+    from edgeskin.export.convert import OnnxRunner, torch2onnx
+
+    model, _, pixels = fused
+    path = torch2onnx(model, SIZE, tmp_path / "fused.onnx")
+    backend, runner = OnnxBackend(path, threads=1), OnnxRunner(path)
+    x = ((pixels[:2].astype(np.float32) / 255 - 0.5) / 0.25).transpose(0, 3, 1, 2)
+    for ctx in VARIANTS:
+        ref, ref_cam = _torch(model, x[:1], ctx)
+        vec = ENC.encode(ctx)[None]
+        got, cam = backend.run(x[:1].transpose(0, 2, 3, 1), context=vec)
+        np.testing.assert_allclose(got, ref, atol=1e-4)
+        np.testing.assert_allclose(cam, ref_cam, atol=1e-4)
+        np.testing.assert_allclose(runner(x[:1], vec)[0][0], ref, atol=1e-4)
+    with pytest.raises(EdgeRuntimeError, match="context vector"):
+        backend.run(x[:1].transpose(0, 2, 3, 1))
+
+
+def test_int8_calibration_of_a_fused_graph_needs_its_context_vectors(fused, tmp_path):
+    from edgeskin.errors import EdgeskinError
+    from edgeskin.export.tflite import onnx2tflite
+
+    _, _, pixels = fused
+    onnx = tmp_path / "any.onnx"
+    onnx.write_bytes(b"not read: the check comes first")
+    with pytest.raises(EdgeskinError, match="one context vector per image") as e:
+        onnx2tflite(onnx, tmp_path / "out.tflite", "int8", SIZE,
+                    Calibration(pixels[:4], (0.5,) * 3, (0.25,) * 3), context_dim=ENC.dim)
+    assert "\n" not in str(e.value) and not (tmp_path / "out.tflite").exists()
